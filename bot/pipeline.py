@@ -1,0 +1,74 @@
+"""The run as named steps: one Step signature, run in order, stop at the first STOP or error."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bot.adapters.git import TrackClone
+from bot.adapters.github import GitHubRepo
+from bot.config import Settings
+from bot.redact import Redactor
+from bot.rules import Rules
+from bot.runs import Outcome, Run, RunState, StepResult
+
+
+@dataclass
+class RunContext:
+    """Everything the steps share during one run."""
+
+    run: Run
+    settings: Settings
+    rules: Rules
+    clone: TrackClone
+    github: GitHubRepo
+    redact: Redactor
+    holds_lock: Callable[[], bool]
+    note: Callable[[str], None] = lambda _text: None  # a live line for the progress message
+    base_sha: str = ""
+    remote_branch_sha: str | None = None
+    doc_text: str = ""
+    tree_sha: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+Step = Callable[[RunContext], StepResult]
+
+
+def run_steps(ctx: RunContext, steps: list[tuple[str, Step]], on_change: Callable[[Run], None]) -> Run:
+    """Run each step in order, recording its result; stop after one that halts.
+
+    An exception escaping a step is a fault: it becomes an `error` result naming the step.
+    """
+    run = ctx.run
+    run.state = RunState.RUNNING
+    run.started_at = time.time()
+    for name, step in steps:
+        run.current_step = name
+        on_change(run)
+        started = time.monotonic()
+        try:
+            result = step(ctx)
+        except Exception as error:
+            result = StepResult(name=name, outcome=Outcome.ERROR, summary=ctx.redact(str(error)) or type(error).__name__)
+        result.name = name
+        result.duration_s = round(time.monotonic() - started, 3)
+        result.commands = [*ctx.clone.take_records(), *result.commands]
+        run.steps.append(result)
+        if result.outcome is Outcome.STOPPED:
+            run.state = RunState.STOPPED
+            run.stop_reason = result.summary
+            break
+        if result.outcome is Outcome.ERROR:
+            run.state = RunState.FAILED
+            run.error = f"{name}: {result.summary}"
+            break
+    else:
+        run.state = RunState.PR_OPEN if run.pr_number is not None else RunState.FAILED
+        if run.pr_number is None and run.error is None:
+            run.error = "the run ended without a PR"
+    run.current_step = None
+    run.finished_at = time.time()
+    on_change(run)
+    return run

@@ -1,0 +1,146 @@
+"""A run of one track: its state, the result of each step, and what it produced.
+
+Typed data only; the store persists it as JSON and the renderer turns it into words.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class RunState(StrEnum):
+    """Where a run is in its life; `/track status` shows these."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    STOPPED = "stopped"  # an expected STOP: guardrail, no doc, no change
+    FAILED = "failed"  # a fault: a command or service broke
+    PR_OPEN = "pr_open"
+    MERGED = "merged"  # merged, awaiting a maintainer's approval to advance
+    ADVANCED = "advanced"
+    DISMISSED = "dismissed"  # merged, a maintainer chose not to advance from this prompt
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: holds the repository's lock."""
+        return self in (RunState.QUEUED, RunState.RUNNING)
+
+
+class Outcome(StrEnum):
+    """A step's result. `failed` and `stopped` are expected failures shown to the user; `error` is a fault."""
+
+    OK = "ok"
+    FAILED = "failed"  # expected failure that does not halt the run (a red gate: the PR becomes a draft)
+    STOPPED = "stopped"  # expected failure that halts the run (guardrail STOP)
+    ERROR = "error"  # a fault (git broke, GitHub refused): halts the run
+    SKIPPED = "skipped"
+
+    @property
+    def halts(self) -> bool:
+        """Whether the pipeline stops after a step with this outcome."""
+        return self in (Outcome.STOPPED, Outcome.ERROR)
+
+
+class CommandRecord(BaseModel):
+    """One command a step ran: what, its exit code (None: it did not finish or did not run), how long."""
+
+    command: str
+    exit_code: int | None
+    duration_s: float
+    output_tail: str = ""
+    note: str = ""
+
+
+class GateStatus(StrEnum):
+    """A gate either passed, failed, or was not run (never silently passed)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_RUN = "not run"
+
+
+class GateResult(BaseModel):
+    """A gate of the procedure (go test, a new script) and what happened to it."""
+
+    name: str
+    command: str
+    status: GateStatus
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    reason: str = ""
+    output_tail: str = ""
+
+
+class StepResult(BaseModel):
+    """What one named step did."""
+
+    name: str
+    outcome: Outcome
+    summary: str
+    commands: list[CommandRecord] = Field(default_factory=list)
+    details: list[str] = Field(default_factory=list)
+    duration_s: float = 0.0
+
+
+class ChangedFile(BaseModel):
+    """A path the agent changed, with git's status letter (A, M, D, R, T)."""
+
+    status: str
+    path: str
+    old_path: str | None = None
+
+    def paths(self) -> list[str]:
+        """Every path this change touches (a rename touches two)."""
+        return [self.path] if self.old_path is None else [self.old_path, self.path]
+
+
+def new_run_id() -> str:
+    """A run id RQ accepts as a job id (letters, digits, `-`, `_`)."""
+    return f"run-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+class Run(BaseModel):
+    """A run of one track of one repository, from `/track run` to the advance of the knob."""
+
+    id: str = Field(default_factory=new_run_id)
+    repo: str
+    track: int
+    slug: str
+    doc: str
+    plan_version: str | None = None
+    branch: str
+    requested_by: str
+    channel: str
+    thread_ts: str | None = None
+    progress_ts: str | None = None
+    state: RunState = RunState.QUEUED
+    current_step: str | None = None
+    steps: list[StepResult] = Field(default_factory=list)
+    changed_files: list[ChangedFile] = Field(default_factory=list)
+    gates: list[GateResult] = Field(default_factory=list)
+    commit_sha: str | None = None
+    pr_number: int | None = None
+    pr_url: str | None = None
+    draft: bool = False
+    agent_summary: str = ""
+    stop_reason: str | None = None
+    error: str | None = None
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    prompt_ts: str | None = None
+    merged_by: str | None = None
+    advanced_by: str | None = None
+    advanced_to: int | None = None
+
+    def last_step(self) -> StepResult | None:
+        """The most recent step result, if any."""
+        return self.steps[-1] if self.steps else None
+
+    def failed_gates(self) -> list[GateResult]:
+        """Gates that ran and failed."""
+        return [g for g in self.gates if g.status is GateStatus.FAILED]

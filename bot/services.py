@@ -1,0 +1,66 @@
+"""The adapters one process needs, built once from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis import Redis
+from rq import Queue
+from slack_sdk import WebClient
+
+from bot.adapters.github import GitHubRepo
+from bot.adapters.redis_server import EmbeddedRedis, redis_url_or_embedded
+from bot.adapters.slack import SlackPoster
+from bot.config import Settings
+from bot.redact import Redactor
+from bot.rules import DEFAULT_RULES, Rules
+from bot.store import RunStore
+
+QUEUE_NAME = "trackbot-runs"
+
+
+def redis_dir(settings: Settings) -> Path:
+    """Where the embedded Redis keeps its data (AOF) and pidfile."""
+    return settings.work_dir / "redis"
+
+
+def connect_redis(settings: Settings) -> tuple[Redis, EmbeddedRedis | None]:
+    """REDIS_URL when set, otherwise the embedded server (started, or reused via its pidfile)."""
+    url, embedded = redis_url_or_embedded(settings.redis_url, redis_dir(settings))
+    return Redis.from_url(url, health_check_interval=30, socket_keepalive=True), embedded
+
+
+@dataclass
+class Services:
+    """Settings plus one of each adapter."""
+
+    settings: Settings
+    redis: Redis
+    embedded_redis: EmbeddedRedis | None = None
+    rules: Rules = DEFAULT_RULES
+    redact: Redactor = field(init=False)
+    store: RunStore = field(init=False)
+    queue: Queue = field(init=False)
+    github: GitHubRepo = field(init=False)
+    slack_client: WebClient = field(init=False)
+    poster: SlackPoster = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.redact = Redactor(settings.secret_values())
+        self.store = RunStore(self.redis)
+        self.queue = Queue(QUEUE_NAME, connection=self.redis)
+        self.github = GitHubRepo(settings.github_token.get_secret_value(), settings.github_repository,
+                                 settings.github_api_url)
+        self.slack_client = WebClient(token=settings.slack_bot_token.get_secret_value(),
+                                      base_url=settings.slack_api_url, timeout=15)
+        self.poster = SlackPoster(self.slack_client, self.redact)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, redis: Redis | None = None) -> Services:
+        """Build the services, connecting to (or starting) Redis unless a connection is given."""
+        embedded = None
+        if redis is None:
+            redis, embedded = connect_redis(settings)
+        return cls(settings=settings, redis=redis, embedded_redis=embedded)

@@ -1,0 +1,45 @@
+"""Publish: the one commit, the push, the PR (updated, not duplicated, on a re-run)."""
+
+from __future__ import annotations
+
+from bot.pipeline import RunContext
+from bot.render import report_markdown
+from bot.runs import Outcome, StepResult
+
+
+def commit(ctx: RunContext) -> StepResult:
+    """Exactly one commit `chore(track{N}): {slug}` holding the frozen change."""
+    run = ctx.run
+    message = ctx.rules.commit_message(run.track, run.slug)
+    run.commit_sha = ctx.clone.commit(ctx.tree_sha, ctx.base_sha, message, run.branch)
+    return StepResult(name="commit", outcome=Outcome.OK, summary=f"`{message}` ({run.commit_sha[:8]})")
+
+
+def push(ctx: RunContext) -> StepResult:
+    """Push the branch, but only while this run still holds the repository's lock."""
+    run = ctx.run
+    if not ctx.holds_lock():
+        return StepResult(name="push", outcome=Outcome.ERROR,
+                          summary="this run no longer holds the repository's lock; nothing was pushed")
+    assert run.commit_sha is not None
+    ctx.clone.push(run.branch, run.commit_sha, ctx.remote_branch_sha)
+    return StepResult(name="push", outcome=Outcome.OK, summary=f"pushed `{run.branch}`")
+
+
+def pull_request(ctx: RunContext) -> StepResult:
+    """Open the PR `Track {N}: {slug}` (a draft when a gate failed), or update the branch's open one."""
+    run = ctx.run
+    run.draft = bool(run.failed_gates())
+    title = ctx.rules.pr_title(run.track, run.slug)
+    body = ctx.redact(report_markdown(run, ctx.rules))
+    base = ctx.settings.base_branch
+    existing = ctx.github.find_open_pull(run.branch, base)
+    if existing is not None:
+        pr = ctx.github.update_pull(existing.number, title, body)
+        verb = "updated"
+    else:
+        pr = ctx.github.open_pull(run.branch, base, title, body, run.draft)
+        verb = "opened"
+    run.pr_number, run.pr_url = pr.number, pr.url
+    draft = " as a draft" if run.draft else ""
+    return StepResult(name="pull_request", outcome=Outcome.OK, summary=f"{verb} PR #{pr.number}{draft}: {pr.url}")

@@ -1,0 +1,81 @@
+"""The HTTP app: `/slack/events`, `/github/webhook`, `/healthz`. A plain WSGI app (gunicorn in production)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot.config import load_settings
+from bot.services import Services
+from handlers.github import MAX_BODY, GitHubWebhook
+from handlers.slack import build_slack_app
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+log = logging.getLogger(__name__)
+
+
+class TrackbotApp:
+    """Routes requests to Slack's Bolt handler, the GitHub webhook, or health."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.bolt = build_slack_app(services)
+        self.slack = SlackRequestHandler(self.bolt, path="/slack/events")
+        self.github = GitHubWebhook(services)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/slack/events":
+            return self.slack(environ, start_response)
+        if path == "/github/webhook" and method == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            if length > MAX_BODY:
+                return _plain(start_response, 413, "payload too large")
+            body = environ["wsgi.input"].read(length) if length else b""
+            headers = {k[5:].replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}
+            answer = self.github.handle(headers, body)
+            return _plain(start_response, answer.status, answer.body)
+        if path == "/healthz":
+            return _plain(start_response, 200, "ok")
+        return _plain(start_response, 404, "not found")
+
+
+_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+            413: "Payload Too Large", 500: "Internal Server Error"}
+
+
+def _plain(start_response: StartResponse, status: int, text: str) -> list[bytes]:
+    body = (text + "\n").encode()
+    start_response(f"{status} {_REASONS.get(status, 'Status')}",
+                   [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def create_app() -> TrackbotApp:
+    """The app from the environment (gunicorn: `handlers.app:create_app()`)."""
+    return TrackbotApp(Services.from_settings(load_settings()))
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http: " + format, *args)
+
+
+def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[WSGIServer, str]:
+    """Serve a WSGI app on a background thread (local stack and tests). Returns the server and its URL."""
+    server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="trackbot-http").start()
+    return server, f"http://{host}:{server.server_port}"
