@@ -37,6 +37,7 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
     "agent_timeout_s": ("TRACKBOT_AGENT_TIMEOUT", "seconds, a positive integer"),
     "gate_timeout_s": ("TRACKBOT_GATE_TIMEOUT", "seconds, a positive integer"),
     "work_dir": ("TRACKBOT_WORK_DIR", "a writable folder for clones and the embedded Redis"),
+    "github_write_interval_s": ("TRACKBOT_GITHUB_WRITE_INTERVAL", "seconds between GitHub writes (GitHub asks for 1)"),
     "agent_env_passthrough": ("TRACKBOT_AGENT_ENV", "comma-separated variable names the agent may see"),
 }
 
@@ -95,6 +96,10 @@ class Settings(BaseSettings):
     )
     work_dir: Path = Field(
         default=Path(".trackbot"), validation_alias=AliasChoices("TRACKBOT_WORK_DIR", "work_dir")
+    )
+    github_write_interval_s: float = Field(
+        default=1.0, ge=0,
+        validation_alias=AliasChoices("TRACKBOT_GITHUB_WRITE_INTERVAL", "github_write_interval_s"),
     )
     base_branch: str = Field(default="main", validation_alias=AliasChoices("TRACKBOT_BASE_BRANCH", "base_branch"))
 

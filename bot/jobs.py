@@ -45,10 +45,11 @@ def execute_run(services: Services, run_id: str) -> Run:
     )
     try:
         run_steps(ctx, RUN_STEPS, thread.update)
-    finally:
         clone.clean()
         store.save(run)
+        thread.report(run)
+    finally:
+        # Released last, so "no run active" means the report is in the thread too.
         store.release_lock(run.repo, run.id)
-    thread.report(run)
     log.info("run %s of %s track %s ended %s", run.id, run.repo, run.track, run.state.value)
     return run

@@ -56,10 +56,10 @@ class GitHubRepo:
     """One repository on GitHub: files on a branch, pull requests."""
 
     def __init__(self, token: str, repository: str, base_url: str = "https://api.github.com",
-                 timeout: int = 15, retry: Any = None) -> None:
+                 timeout: int = 15, retry: Any = None, write_interval_s: float | None = 1.0) -> None:
         self.repository = repository
         self._gh = Github(auth=Auth.Token(token), base_url=base_url, timeout=timeout, retry=retry,
-                          seconds_between_requests=None)
+                          seconds_between_requests=None, seconds_between_writes=write_interval_s or None)
         self._repo: Any = None
 
     def _call(self, doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

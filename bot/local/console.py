@@ -1,0 +1,331 @@
+"""`trackbot console`: the real bot against local stand-ins for Slack and GitHub.
+
+It starts the embedded Redis, a Slack Web API twin, a GitHub REST API twin over a local git
+repository, the bot's real HTTP app and a real RQ worker process; then it reads console lines and
+turns them into what Slack and GitHub would send: signed slash commands, signed button clicks,
+merges that fire signed webhooks. Every message the bot posts is printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from bot.config import Settings
+from bot.local.github_api import GitHubTwin
+from bot.local.sample import create_sample_repo
+from bot.local.slack_api import SlackMessage, SlackTwin
+from bot.local.slack_requests import block_actions_body, post_signed, slash_command_body
+from bot.services import Services, connect_redis
+
+USERS = {"alice": "U0ALICE", "bob": "U0BOB"}
+CHANNEL_ID, CHANNEL_NAME = "C0TRACKS", "tracks"
+SAMPLE_AGENT = f"{shlex.quote(sys.executable)} -m bot.local.sample_agent"
+TOUR = [
+    "/track status",
+    "/track run",
+    ":wait 300",
+    ":merge 1",
+    ":as bob",
+    ":click approve_advance",
+    ":as alice",
+    ":click approve_advance",
+    "/track status",
+]
+HELP = """Console commands, one per line:
+  /track ...            a slash command from the current user (e.g. /track status, /track run)
+  :as USER              become alice (maintainer) or bob (may run, may not approve)
+  :merge N              merge PR N in the local GitHub (it sends the signed webhook)
+  :click ACTION_ID      press the latest button with that id (approve_advance, dismiss_advance)
+  :wait [SECONDS]       wait until no run is queued or running (default 600)
+  :help                 this text
+  :quit                 shut everything down and exit"""
+
+
+class ConsoleError(Exception):
+    """A console line that cannot be carried out; printed, and the console goes on."""
+
+
+def _display(text: str) -> str:
+    names = {uid: name for name, uid in USERS.items()}
+    return re.sub(r"<@([A-Z0-9]+)>", lambda m: "@" + names.get(m.group(1), m.group(1)), text)
+
+
+class LocalStack:
+    """Everything `trackbot console` runs, started and stopped together."""
+
+    def __init__(self, out: TextIO, repo: Path | None = None, agent: str | None = None,
+                 work_dir: Path | None = None) -> None:
+        self.out = out
+        self._own_work_dir = work_dir is None
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="trackbot-console-")).resolve()
+        self.repo = repo.resolve() if repo else None
+        self.agent = agent or SAMPLE_AGENT
+        self.user = "alice"
+        self._print_lock = threading.Lock()
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.slack: SlackTwin | None = None
+        self.github: GitHubTwin | None = None
+        self.services: Services | None = None
+        self.server: object | None = None
+        self.bot_url = ""
+
+    def say(self, text: str) -> None:
+        """Print a line of the transcript."""
+        with self._print_lock:
+            print(text, file=self.out, flush=True)
+
+    def _on_slack(self, message: SlackMessage, event: str) -> None:
+        where = f"#{CHANNEL_NAME}" if message.channel == CHANNEL_ID else message.channel
+        if message.thread_ts:
+            where += f" thread {message.thread_ts}"
+        if message.kind == "ephemeral" or message.response_type == "ephemeral":
+            where += f", only @{self._name(message.user)} sees this"
+        mark = "updated" if event == "updated" else "posted"
+        lines = _display(message.text).splitlines() or [""]
+        body = "\n    ".join(lines)
+        self.say(f"[slack {mark}] [{where}] trackbot:\n    {body}")
+        for action_id, label, _value in message.buttons():
+            self.say(f"    [button: {label} -> :click {action_id}]")
+
+    def _name(self, user_id: str | None) -> str:
+        return next((name for name, uid in USERS.items() if uid == user_id), user_id or "?")
+
+    def start(self) -> None:
+        """Start Redis, the twins, the bot's HTTP app and a worker process."""
+        from handlers.app import TrackbotApp, serve_in_thread
+
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.repo is None:
+            self.repo = create_sample_repo(self.work_dir / "sample-upstream.git")
+            self.say(f"sample repository (three tracks): {self.repo}")
+        elif not (self.repo / "HEAD").exists() and not (self.repo / ".git").exists():
+            raise ConsoleError(f"{self.repo} is not a git repository")
+        full_name = "local/" + re.sub(r"[^A-Za-z0-9_.-]", "-", self.repo.name.removesuffix(".git")) or "local/repo"
+        tokens = {
+            "slack": "xoxb-local-" + secrets.token_hex(8),
+            "signing": secrets.token_hex(16),
+            "github": "ghp_local" + secrets.token_hex(16),
+            "webhook": secrets.token_hex(16),
+        }
+        self.slack = SlackTwin(tokens["slack"], {uid: name for name, uid in USERS.items()},
+                               on_message=self._on_slack).start()
+        self.github = GitHubTwin(self.repo, full_name=full_name, token=tokens["github"],
+                                 webhook_secret=tokens["webhook"],
+                                 on_event=lambda line: self.say(f"[{line}]")).start()
+        settings = Settings(
+            slack_bot_token=tokens["slack"], slack_signing_secret=tokens["signing"],
+            slack_api_url=self.slack.api_url, github_token=tokens["github"], github_repository=full_name,
+            github_api_url=self.github.api_url, github_webhook_secret=tokens["webhook"], git_url=str(self.repo),
+            maintainers=[USERS["alice"]], runners=[USERS["alice"], USERS["bob"]],
+            redis_url=os.environ.get("REDIS_URL"), agent_command=self.agent, work_dir=self.work_dir,
+            github_write_interval_s=0,
+        )
+        redis, embedded = connect_redis(settings)
+        self.services = Services(settings=settings, redis=redis, embedded_redis=embedded)
+        redis_url = settings.redis_url or (embedded.url if embedded else None)
+        self.server, self.bot_url = serve_in_thread(TrackbotApp(self.services))
+        self.github.webhook_url = self.bot_url + "/github/webhook"
+        self.signing_secret = tokens["signing"]
+        env = {**os.environ, **settings_environment(settings), "REDIS_URL": str(redis_url)}
+        log = open(self.work_dir / "worker.log", "ab")  # noqa: SIM115 - lives as long as the worker
+        self.worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, stdout=log,
+                                       stderr=subprocess.STDOUT, cwd=self.work_dir)
+        self.say(f"trackbot is up: Slack twin {self.slack.api_url}, GitHub twin {self.github.api_url} "
+                 f"({full_name} over {self.repo}), bot {self.bot_url}, Redis {redis_url}")
+        self.say(f"you are @{self.user} (maintainer); :help lists the console commands")
+
+    def stop(self) -> None:
+        """Shut down everything this stack started, in reverse order."""
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGTERM)  # warm shutdown: a running job finishes first
+            try:
+                self.worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.worker.send_signal(signal.SIGTERM)  # cold shutdown
+                try:
+                    self.worker.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.worker.kill()
+                    self.worker.wait()
+        if self.server is not None:
+            self.server.shutdown()  # type: ignore[attr-defined]
+            self.server.server_close()  # type: ignore[attr-defined]
+        if self.github is not None:
+            self.github.stop()
+        if self.slack is not None:
+            self.slack.stop()
+        if self.services is not None:
+            self.services.redis.close()
+            if self.services.embedded_redis is not None:
+                self.services.embedded_redis.stop()
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    # -- console lines ---------------------------------------------------------------------------
+
+    def handle(self, line: str) -> bool:
+        """Carry out one console line. Returns False for :quit."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return True
+        word, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if word == ":quit":
+            return False
+        if word == ":help":
+            self.say(HELP)
+        elif word.startswith("/"):
+            self.slash(word, rest)
+        elif word == ":as":
+            if rest not in USERS:
+                raise ConsoleError(f"unknown user {rest!r}: use one of {', '.join(USERS)}")
+            self.user = rest
+            self.say(f"(you are now @{rest})")
+        elif word == ":merge":
+            if not rest.isdigit():
+                raise ConsoleError(":merge takes a PR number, e.g. :merge 1")
+            assert self.github is not None
+            try:
+                self.github.merge_pull(int(rest), merged_by=self.user)
+            except Exception as error:  # noqa: BLE001 - the twin's refusal, shown to the user
+                raise ConsoleError(f"cannot merge PR #{rest}: {error}") from None
+        elif word == ":click":
+            self.click(rest)
+        elif word == ":wait":
+            self.wait(float(rest) if rest else 600.0)
+        else:
+            raise ConsoleError(f"unknown console command {word!r}; :help lists them")
+        return True
+
+    def _responses(self) -> int:
+        assert self.slack is not None
+        return sum(1 for m in self.slack.snapshot() if m.kind == "response_url")
+
+    def _await_response(self, before: int, timeout: float = 30.0) -> None:
+        """The bot answers every command and click through response_url: wait for that answer."""
+        deadline = time.monotonic() + timeout
+        while self._responses() <= before and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def slash(self, command: str, text: str) -> None:
+        """Send a signed slash command as Slack does."""
+        assert self.slack is not None
+        uid = USERS[self.user]
+        response_url = self.slack.new_response_url(CHANNEL_ID, uid)
+        body = slash_command_body(command, text, uid, self.user, CHANNEL_ID, CHANNEL_NAME, response_url)
+        before = self._responses()
+        status, _, answer = post_signed(self.bot_url + "/slack/events", body, self.signing_secret)
+        if status != 200:
+            raise ConsoleError(f"the bot answered {status}: {answer.decode(errors='replace')[:200]}")
+        if answer.strip():
+            self.say(f"[slack ack to @{self.user}] {answer.decode(errors='replace')}")
+        self._await_response(before)
+
+    def click(self, action_id: str) -> None:
+        """Press the latest button with `action_id`, as the current user."""
+        assert self.slack is not None
+        message = self.slack.latest_with_button(action_id)
+        if message is None:
+            raise ConsoleError(f"no message has a {action_id!r} button")
+        value = next(v for a, _, v in message.buttons() if a == action_id)
+        uid = USERS[self.user]
+        response_url = self.slack.new_response_url(message.channel, uid, message.ts)
+        block_id = next((b.get("block_id", "actions") for b in message.blocks if b.get("type") == "actions"),
+                        "actions")
+        body = block_actions_body(action_id, value, block_id, uid, self.user, message.channel,
+                                  dataclasses.asdict(message), response_url, channel_name=CHANNEL_NAME)
+        before = self._responses()
+        self.say(f"(@{self.user} clicks {action_id})")
+        status, _, answer = post_signed(self.bot_url + "/slack/events", body, self.signing_secret)
+        if status != 200:
+            raise ConsoleError(f"the bot answered {status}: {answer.decode(errors='replace')[:200]}")
+        self._await_response(before)
+
+    def wait(self, seconds: float) -> None:
+        """Until no run is queued or running (and the worker is alive), at most `seconds`."""
+        assert self.services is not None
+        store, repo = self.services.store, self.services.settings.github_repository
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if store.lock_holder(repo) is None and self.services.queue.count == 0:
+                return
+            if self.worker is not None and self.worker.poll() is not None:
+                raise ConsoleError(f"the worker exited ({self.worker.returncode}); see {self.work_dir}/worker.log")
+            time.sleep(0.1)
+        self.say(f"(still busy after {seconds:.0f}s)")
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """Settings as the environment variables a worker process reads."""
+    env = {
+        "SLACK_BOT_TOKEN": settings.slack_bot_token.get_secret_value(),
+        "SLACK_SIGNING_SECRET": settings.slack_signing_secret.get_secret_value(),
+        "SLACK_API_URL": settings.slack_api_url,
+        "GITHUB_TOKEN": settings.github_token.get_secret_value(),
+        "GITHUB_REPOSITORY": settings.github_repository,
+        "GITHUB_API_URL": settings.github_api_url,
+        "GITHUB_WEBHOOK_SECRET": settings.github_webhook_secret.get_secret_value(),
+        "TRACKBOT_MAINTAINERS": ",".join(settings.maintainers),
+        "TRACKBOT_RUNNERS": ",".join(settings.runners),
+        "TRACKBOT_AGENT_COMMAND": settings.agent_command,
+        "TRACKBOT_AGENT_TIMEOUT": str(settings.agent_timeout_s),
+        "TRACKBOT_GATE_TIMEOUT": str(settings.gate_timeout_s),
+        "TRACKBOT_WORK_DIR": str(settings.work_dir),
+        "TRACKBOT_AGENT_ENV": ",".join(settings.agent_env_passthrough),
+        "TRACKBOT_GITHUB_WRITE_INTERVAL": str(settings.github_write_interval_s),
+    }
+    if settings.git_url:
+        env["TRACKBOT_GIT_URL"] = settings.git_url
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
+    return env
+
+
+def run_console(lines: list[str] | None, out: TextIO, repo: Path | None = None, agent: str | None = None,
+                work_dir: Path | None = None, interactive: bool = False) -> int:
+    """Run the local stack: play `lines` (the tour), or read stdin line by line. Returns the exit code."""
+    stack = LocalStack(out, repo=repo, agent=agent, work_dir=work_dir)
+    try:
+        stack.start()
+        source = iter(lines) if lines is not None else _stdin_lines(stack, interactive)
+        for line in source:
+            if lines is not None or not interactive:
+                stack.say(f"\n@{stack.user}> {line.rstrip()}")
+            try:
+                if not stack.handle(line):
+                    break
+            except ConsoleError as error:
+                stack.say(f"(console: {error})")
+    except KeyboardInterrupt:
+        stack.say("(interrupted)")
+    finally:
+        stack.say("(shutting down)")
+        stack.stop()
+    return 0
+
+
+def _stdin_lines(stack: LocalStack, interactive: bool):  # type: ignore[no-untyped-def]
+    while True:
+        if interactive:
+            try:
+                line = input(f"@{stack.user}> ")
+            except EOFError:
+                return
+        else:
+            line = sys.stdin.readline()
+            if not line:
+                return
+        yield line
