@@ -65,7 +65,7 @@ class GitHubRepo:
     def _call(self, doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             if self._repo is None:
-                self._repo = self._gh.get_repo(self.repository, lazy=True)
+                self._repo = self._gh.get_repo(self.repository)
             return fn(self._repo, *args, **kwargs)
         except GithubException as error:
             cls = StaleFile if error.status == 409 else GitHubError

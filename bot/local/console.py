@@ -85,7 +85,11 @@ class LocalStack:
     def say(self, text: str) -> None:
         """Print a line of the transcript."""
         with self._print_lock:
-            print(text, file=self.out, flush=True)
+            try:
+                print(text, file=self.out, flush=True)
+            except (BrokenPipeError, ValueError):
+                # A closed reader (`| head`) must not stop the console from shutting down cleanly.
+                pass
 
     def _on_slack(self, message: SlackMessage, event: str) -> None:
         where = f"#{CHANNEL_NAME}" if message.channel == CHANNEL_ID else message.channel

@@ -1,0 +1,63 @@
+"""Shared fixtures: a real Redis (REDIS_URL when set, else the embedded server), the local stack."""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from bot.adapters.redis_server import EmbeddedRedis
+from bot.local.console import LocalStack
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server for the whole session. Tests flush it: never point REDIS_URL at real data."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    """A connection to an empty database."""
+    connection = Redis.from_url(redis_url)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+    connection.close()
+
+
+def agent_script(tmp_path: Path, body: str, name: str = "agent.py") -> str:
+    """Write a Python agent script and return the command that runs it."""
+    path = tmp_path / name
+    path.write_text(body)
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(path))}"
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator:  # type: ignore[type-arg]
+    """Start the whole local stack (twins, bot HTTP app, a real worker process) on demand."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    stacks: list[LocalStack] = []
+
+    def start(repo: Path | None = None, agent: str | None = None) -> LocalStack:
+        Redis.from_url(redis_url).flushdb()
+        stack = LocalStack(io.StringIO(), repo=repo, agent=agent, work_dir=tmp_path / f"stack{len(stacks)}")
+        stacks.append(stack)
+        stack.start()
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
