@@ -80,8 +80,11 @@ class Advancer:
             return Reply("Nothing to dismiss: that run is not waiting for an advance.")
         run.state = RunState.DISMISSED
         store.save(run)
-        self._close_prompt(run, f"Advance dismissed by {mention(user)}; NEXT_TRACK stays at {run.track}. "
-                                "`/track advance` can still advance it.")
+        self._close_prompt(
+            run,
+            f"Advance dismissed by {mention(user)}; NEXT_TRACK stays at {run.track}. "
+            "`/track advance` can still advance it.",
+        )
         return Reply("Dismissed.", ephemeral=True)
 
     def advance_command(self, user: str, channel: str) -> Reply:
@@ -141,8 +144,13 @@ class Advancer:
                     return Reply(f"NEXT_TRACK is already {new}; nothing to do.")
                 if knob.next_track != old:
                     return Reply(f"NEXT_TRACK is now {knob.next_track}, not {old}; not advancing.")
-                services.github.update_file(path, advance_knob_text(text, old, new), sha,
-                                            services.rules.advance_message(old, new), branch)
+                services.github.update_file(
+                    path,
+                    advance_knob_text(text, old, new),
+                    sha,
+                    services.rules.advance_message(old, new),
+                    branch,
+                )
             except StaleFile:
                 continue  # someone changed the knob between read and write: read and check again
             except KnobError as error:
@@ -171,8 +179,9 @@ class Advancer:
             found = services.github.read_text(services.rules.knob_path, services.settings.base_branch)
             if found is None:
                 return f"Track {number}"
-            doc = resolve_track_doc(parse_knob(found[0]), number,
-                                    GitHubFiles(services.github, services.settings.base_branch))
+            doc = resolve_track_doc(
+                parse_knob(found[0]), number, GitHubFiles(services.github, services.settings.base_branch)
+            )
         except (GitHubError, KnobError):
             return f"Track {number}"
         if isinstance(doc, TrackDoc):
@@ -180,11 +189,12 @@ class Advancer:
         return f"Track {number}, which has no doc yet ({doc.message})"
 
     def _close_prompt(self, run: Run, text: str) -> None:
-        """Replace the prompt's buttons with the outcome, and say it in the thread."""
+        """Say the outcome in the thread, and take the buttons off the prompt so nobody clicks again."""
         poster = self.services.poster
         try:
-            if run.prompt_ts is not None:
-                poster.update(run.channel, run.prompt_ts, text, [section(text)])
             poster.post(run.channel, text, thread_ts=run.thread_ts)
+            if run.prompt_ts is not None:
+                closed = f"PR #{run.pr_number} merged. (Answered: see below.)"
+                poster.update(run.channel, run.prompt_ts, closed, [section(closed)])
         except SlackError as error:
             log.warning("closing the prompt of %s: %s", run.id, error)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-import threading
 from pathlib import Path
 
 from bot.config import ConfigError, load_settings
@@ -48,27 +48,44 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    """Serve the HTTP app (Socket Mode for Slack when SLACK_APP_TOKEN is set)."""
-    from handlers.app import TrackbotApp, serve_in_thread
-    from handlers.slack import build_slack_app
-
-    from bot.services import Services
-
+    """Serve the HTTP app: gunicorn in HTTP mode; Socket Mode for Slack when SLACK_APP_TOKEN is set."""
     settings = load_settings()
     setup_logging(Redactor(settings.secret_values()))
-    services = Services.from_settings(settings)
-    app = TrackbotApp(services)
-    server, url = serve_in_thread(app, args.host, args.port)
-    logging.getLogger("trackbot").info("serving /slack/events, /github/webhook, /healthz on %s", url)
-    if settings.slack_app_token is not None:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+    if settings.slack_app_token is None:
+        return _serve_gunicorn(args.host, args.port, args.workers)
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-        SocketModeHandler(build_slack_app(services), settings.slack_app_token.get_secret_value()).start()
-    else:
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            server.shutdown()
+    from bot.services import Services
+    from handlers.app import TrackbotApp, serve_in_thread
+
+    # Slack arrives over the socket; the webhook and health checks still need HTTP.
+    app = TrackbotApp(Services.from_settings(settings))
+    _server, url = serve_in_thread(app, args.host, args.port)
+    logging.getLogger("trackbot").info("Socket Mode; serving /github/webhook and /healthz on %s", url)
+    SocketModeHandler(app.bolt, settings.slack_app_token.get_secret_value()).start()
+    return 0
+
+
+def _serve_gunicorn(host: str, port: int, workers: int) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from handlers.app import create_app
+
+    class _Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in {
+                "bind": f"{host}:{port}",
+                "workers": workers,
+                "threads": 8,
+                "timeout": 30,
+                "accesslog": None,
+            }.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> object:
+            return create_app()
+
+    _Gunicorn().run()
     return 0
 
 
@@ -78,8 +95,14 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     lines = list(TOUR) if args.tour else None
-    return run_console(lines, sys.stdout, repo=args.repo, agent=args.agent, work_dir=args.work_dir,
-                       interactive=sys.stdin.isatty() and not args.tour)
+    return run_console(
+        lines,
+        sys.stdout,
+        repo=args.repo,
+        agent=args.agent,
+        work_dir=args.work_dir,
+        interactive=sys.stdin.isatty() and not args.tour,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     worker.set_defaults(func=cmd_worker)
     web = sub.add_parser("web", help="serve /slack/events and /github/webhook")
     web.add_argument("--host", default="0.0.0.0")
-    web.add_argument("--port", type=int, default=3000)
+    web.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    web.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (HTTP mode)")
     web.set_defaults(func=cmd_web)
     args = parser.parse_args(argv)
     try:

@@ -69,15 +69,19 @@ class Commands:
         try:
             found = services.github.read_text(knob_path, services.settings.base_branch)
             if found is None:
-                return Reply(f":warning: `{knob_path}` does not exist on `{services.settings.base_branch}` of "
-                             f"{services.settings.github_repository}. Add it, then try again.")
+                return Reply(
+                    f":warning: `{knob_path}` does not exist on `{services.settings.base_branch}` of "
+                    f"{services.settings.github_repository}. Add it, then try again."
+                )
             knob = parse_knob(found[0], knob_path)
             doc = resolve_track_doc(knob, knob.next_track, GitHubFiles(services.github, services.settings.base_branch))
         except KnobError as error:
             return Reply(f":warning: {error}")
         except GitHubError as error:
-            return Reply(f":warning: I could not read the plan: {services.redact(str(error))}. "
-                         "Check GITHUB_TOKEN and GITHUB_REPOSITORY, or try again shortly.")
+            return Reply(
+                f":warning: I could not read the plan: {services.redact(str(error))}. "
+                "Check GITHUB_TOKEN and GITHUB_REPOSITORY, or try again shortly."
+            )
         return NextTrackView(knob, doc)
 
     def status(self) -> Reply:
@@ -140,22 +144,35 @@ class Commands:
             return Reply(f":octagonal_sign: STOP — {doc.message}", ephemeral=False)
         latest = services.store.latest(settings.github_repository, knob.next_track)
         if latest is not None and latest.state is RunState.PR_OPEN:
-            return Reply(f"Track {latest.track} already has PR #{latest.pr_number} open: {latest.pr_url}. "
-                         "Merge it, then a maintainer approves advancing NEXT_TRACK.")
+            return Reply(
+                f"Track {latest.track} already has PR #{latest.pr_number} open: {latest.pr_url}. "
+                "Merge it, then a maintainer approves advancing NEXT_TRACK."
+            )
         if latest is not None and latest.state is RunState.MERGED:
-            return Reply(f"Track {latest.track}'s PR #{latest.pr_number} is merged and waits for a maintainer "
-                         f"to approve advancing NEXT_TRACK ({self.link(latest)}, or `/track advance`).")
-        run = Run(repo=settings.github_repository, track=doc.number, slug=doc.slug, doc=doc.path,
-                  plan_version=knob.plan_version, branch=services.rules.branch(doc.number, doc.slug),
-                  requested_by=user, channel=channel)
+            return Reply(
+                f"Track {latest.track}'s PR #{latest.pr_number} is merged and waits for a maintainer "
+                f"to approve advancing NEXT_TRACK ({self.link(latest)}, or `/track advance`)."
+            )
+        run = Run(
+            repo=settings.github_repository,
+            track=doc.number,
+            slug=doc.slug,
+            doc=doc.path,
+            plan_version=knob.plan_version,
+            branch=services.rules.branch(doc.number, doc.slug),
+            requested_by=user,
+            channel=channel,
+        )
         holder = services.store.try_lock(run.repo, run.id)
         if holder is not None:
             busy = services.store.get(holder)
             if busy is None:
                 return Reply("Another run holds this repository; try again in a moment.")
-            return Reply(f"Track {busy.track} is already {STATE_WORDS[busy.state]} for {run.repo} "
-                         f"(queued by {mention(busy.requested_by)}): {self.link(busy)}. "
-                         "One run per repository at a time.")
+            return Reply(
+                f"Track {busy.track} is already {STATE_WORDS[busy.state]} for {run.repo} "
+                f"(queued by {mention(busy.requested_by)}): {self.link(busy)}. "
+                "One run per repository at a time."
+            )
         services.store.add(run)
         try:
             run.thread_ts = services.poster.post(channel, parent_text(run))
@@ -165,9 +182,13 @@ class Commands:
             log.warning("posting the parent of %s: %s", run.id, error)
         try:
             services.queue.enqueue(
-                "bot.jobs.run_track", run.id, job_id=run.id, unique=True,
+                "bot.jobs.run_track",
+                run.id,
+                job_id=run.id,
+                unique=True,
                 job_timeout=settings.agent_timeout_s + 4 * settings.gate_timeout_s + 600,
-                result_ttl=7 * 24 * 3600, failure_ttl=30 * 24 * 3600,
+                result_ttl=7 * 24 * 3600,
+                failure_ttl=30 * 24 * 3600,
             )
         except Exception as error:
             run.state = RunState.FAILED

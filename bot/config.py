@@ -31,13 +31,19 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
     "github_webhook_secret": ("GITHUB_WEBHOOK_SECRET", "the secret set on the repository's webhook"),
     "git_url": ("TRACKBOT_GIT_URL", "where to clone and push; default https://github.com/<owner>/<name>.git"),
     "maintainers": ("TRACKBOT_MAINTAINERS", "comma-separated Slack user IDs, e.g. U012AB3CD,U045EF6GH"),
-    "runners": ("TRACKBOT_RUNNERS", "comma-separated Slack user IDs allowed to /track run (maintainers may too)"),
+    "runners": (
+        "TRACKBOT_RUNNERS",
+        "comma-separated Slack user IDs allowed to /track run (maintainers may too)",
+    ),
     "redis_url": ("REDIS_URL", "redis://host:6379/0; unset starts an embedded server under the work dir"),
     "agent_command": ("TRACKBOT_AGENT_COMMAND", "the agent's command line; {worktree} is replaced"),
     "agent_timeout_s": ("TRACKBOT_AGENT_TIMEOUT", "seconds, a positive integer"),
     "gate_timeout_s": ("TRACKBOT_GATE_TIMEOUT", "seconds, a positive integer"),
     "work_dir": ("TRACKBOT_WORK_DIR", "a writable folder for clones and the embedded Redis"),
-    "github_write_interval_s": ("TRACKBOT_GITHUB_WRITE_INTERVAL", "seconds between GitHub writes (GitHub asks for 1)"),
+    "github_write_interval_s": (
+        "TRACKBOT_GITHUB_WRITE_INTERVAL",
+        "seconds between GitHub writes (GitHub asks for 1)",
+    ),
     "agent_env_passthrough": ("TRACKBOT_AGENT_ENV", "comma-separated variable names the agent may see"),
 }
 
@@ -94,11 +100,10 @@ class Settings(BaseSettings):
         default_factory=lambda: ["OPENAI_API_KEY", "CODEX_HOME"],
         validation_alias=AliasChoices("TRACKBOT_AGENT_ENV", "agent_env_passthrough"),
     )
-    work_dir: Path = Field(
-        default=Path(".trackbot"), validation_alias=AliasChoices("TRACKBOT_WORK_DIR", "work_dir")
-    )
+    work_dir: Path = Field(default=Path(".trackbot"), validation_alias=AliasChoices("TRACKBOT_WORK_DIR", "work_dir"))
     github_write_interval_s: float = Field(
-        default=1.0, ge=0,
+        default=1.0,
+        ge=0,
         validation_alias=AliasChoices("TRACKBOT_GITHUB_WRITE_INTERVAL", "github_write_interval_s"),
     )
     base_branch: str = Field(default="main", validation_alias=AliasChoices("TRACKBOT_BASE_BRANCH", "base_branch"))
@@ -163,7 +168,12 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the redactor."""
-        secrets = [self.slack_bot_token, self.slack_signing_secret, self.github_token, self.github_webhook_secret]
+        secrets = [
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.github_token,
+            self.github_webhook_secret,
+        ]
         if self.slack_app_token is not None:
             secrets.append(self.slack_app_token)
         return [s.get_secret_value() for s in secrets if s.get_secret_value()]

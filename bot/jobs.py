@@ -36,11 +36,20 @@ def execute_run(services: Services, run_id: str) -> Run:
     settings = services.settings
     thread = RunThread(services.poster, store)
     thread.ensure_parent(run)
-    clone = TrackClone(clone_dir(settings.work_dir, run.repo), settings.clone_url, settings.base_branch,
-                       settings.github_token.get_secret_value())
+    clone = TrackClone(
+        clone_dir(settings.work_dir, run.repo),
+        settings.clone_url,
+        settings.base_branch,
+        settings.github_token.get_secret_value(),
+    )
     ctx = RunContext(
-        run=run, settings=settings, rules=services.rules, clone=clone, github=services.github,
-        redact=services.redact, holds_lock=lambda: store.lock_holder(run.repo) == run.id,
+        run=run,
+        settings=settings,
+        rules=services.rules,
+        clone=clone,
+        github=services.github,
+        redact=services.redact,
+        holds_lock=lambda: store.lock_holder(run.repo) == run.id,
         note=lambda line: thread.note(run, line),
     )
     try:

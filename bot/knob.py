@@ -48,10 +48,10 @@ class KnobError(ValueError):
 def validate_slug(slug: str) -> str:
     """Return ``slug`` unchanged if it is a valid track slug, else raise ``ValueError`` naming it."""
     if not isinstance(slug, str):
-        raise ValueError(f"slug must be a string like \"federation-security-hardening\", not {slug!r}")
+        raise ValueError(f'slug must be a string like "federation-security-hardening", not {slug!r}')
     allowed = (
         "lowercase letters, digits and hyphens, starting with a letter or digit, "
-        f"at most {SLUG_MAX_LENGTH} characters (e.g. \"federation-security-hardening\")"
+        f'at most {SLUG_MAX_LENGTH} characters (e.g. "federation-security-hardening")'
     )
     if len(slug) > SLUG_MAX_LENGTH or not SLUG_RE.fullmatch(slug):
         raise ValueError(f"slug {slug!r} is not allowed: use {allowed}")
@@ -122,14 +122,10 @@ def _check_next_track(value: Any) -> int:
 def _check_plan_version(value: Any) -> str | None:
     if value is None:
         return None
-    if (
-        not isinstance(value, str)
-        or len(value) > PLAN_VERSION_MAX_LENGTH
-        or not PLAN_VERSION_RE.fullmatch(value)
-    ):
+    if not isinstance(value, str) or len(value) > PLAN_VERSION_MAX_LENGTH or not PLAN_VERSION_RE.fullmatch(value):
         raise ValueError(
             f"{json.dumps(value)} is not a usable folder name; use letters, digits, '.', '_' or '-' "
-            "starting with a letter or digit (e.g. \"v2\")"
+            'starting with a letter or digit (e.g. "v2")'
         )
     return value
 
@@ -143,7 +139,7 @@ def _check_version(value: Any) -> int | str | None:
 def _check_mode(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    raise ValueError(f"must be a string like \"sequential\", not {json.dumps(value)}")
+    raise ValueError(f'must be a string like "sequential", not {json.dumps(value)}')
 
 
 def _check_notes(value: Any) -> str | list[str] | None:
@@ -160,13 +156,13 @@ def _check_tracks(value: Any) -> Any:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError("must be an object mapping track numbers to {\"slug\": ..., \"doc\": ...}")
+        raise ValueError('must be an object mapping track numbers to {"slug": ..., "doc": ...}')
     return value
 
 
 def _check_track_key(key: str) -> str:
     if not TRACK_KEY_RE.fullmatch(key):
-        raise ValueError(f"key {json.dumps(key)} is not a track number; write keys like \"1\" or \"10\"")
+        raise ValueError(f'key {json.dumps(key)} is not a track number; write keys like "1" or "10"')
     return key
 
 
@@ -214,12 +210,12 @@ def _describe_error(error: Any) -> str:
     kind = error["type"]
     if kind == "missing":
         if field == "next_track":
-            return "next_track is missing; it must name the next track number, e.g. \"next_track\": 9"
+            return 'next_track is missing; it must name the next track number, e.g. "next_track": 9'
         return f"{field} is missing"
     if kind == "value_error":
         detail = str(error.get("ctx", {}).get("error", error["msg"]))
     elif kind in ("model_type", "dict_type", "model_attributes_type"):
-        detail = "must be an object like {\"slug\": \"my-track\", \"doc\": \"docs/...\"}"
+        detail = 'must be an object like {"slug": "my-track", "doc": "docs/..."}'
     else:
         detail = str(error["msg"])
     return f"{field}: {detail}"
@@ -309,9 +305,7 @@ def advance_knob_text(text: str, expected: int, new: int, path: str = KNOB_PATH)
     member cannot be found exactly once.
     """
     if isinstance(new, bool) or not isinstance(new, int) or new < 1:
-        raise KnobError(
-            f"Cannot set next_track to {new!r} in {path}: it must be a whole number of 1 or more."
-        )
+        raise KnobError(f"Cannot set next_track to {new!r} in {path}: it must be a whole number of 1 or more.")
     knob = parse_knob(text, path)
     if knob.next_track != expected:
         raise KnobError(
@@ -321,7 +315,7 @@ def advance_knob_text(text: str, expected: int, new: int, path: str = KNOB_PATH)
     spans = _top_level_key_value_spans(text, "next_track")
     if len(spans) != 1 or spans[0][0] == spans[0][1]:
         raise KnobError(
-            f"Cannot find exactly one top-level \"next_track\": <number> in {path} to edit "
+            f'Cannot find exactly one top-level "next_track": <number> in {path} to edit '
             f"(found {len(spans)}). Edit next_track in {path} on main by hand."
         )
     start, end = spans[0]

@@ -51,7 +51,9 @@ def run_steps(ctx: RunContext, steps: list[tuple[str, Step]], on_change: Callabl
         try:
             result = step(ctx)
         except Exception as error:
-            result = StepResult(name=name, outcome=Outcome.ERROR, summary=ctx.redact(str(error)) or type(error).__name__)
+            result = StepResult(
+                name=name, outcome=Outcome.ERROR, summary=ctx.redact(str(error)) or type(error).__name__
+            )
         result.name = name
         result.duration_s = round(time.monotonic() - started, 3)
         result.commands = [*ctx.clone.take_records(), *result.commands]

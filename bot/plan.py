@@ -252,9 +252,9 @@ def resolve_track_doc(knob: NextTrack, number: int, files: RepoFiles) -> TrackDo
 
     entry = knob.entry(number)
     if entry is None:
-        searched.append(f"{SOURCE_KNOB} (no entry \"{number}\")")
+        searched.append(f'{SOURCE_KNOB} (no entry "{number}")')
     elif entry.doc is None:
-        searched.append(f"{SOURCE_KNOB} (entry \"{number}\" has no doc)")
+        searched.append(f'{SOURCE_KNOB} (entry "{number}" has no doc)')
     elif files.read_text(entry.doc) is not None:
         return found(entry.doc, SOURCE_KNOB)
     else:

@@ -202,8 +202,11 @@ def report_text(run: Run) -> str:
     if run.state is RunState.STOPPED:
         lines.append(f":octagonal_sign: *STOP* — {run.stop_reason}. Nothing was pushed.")
     elif run.state is RunState.FAILED:
-        lines.append(f":boom: *Failed* — {run.error}. Nothing was pushed." if run.pr_number is None
-                     else f":boom: *Failed* — {run.error}.")
+        lines.append(
+            f":boom: *Failed* — {run.error}. Nothing was pushed."
+            if run.pr_number is None
+            else f":boom: *Failed* — {run.error}."
+        )
     if run.pr_url:
         draft = " (draft: a gate failed)" if run.draft else ""
         lines.append(f":link: PR #{run.pr_number}{draft}: {run.pr_url}")

@@ -51,10 +51,15 @@ class Services:
         self.redact = Redactor(settings.secret_values())
         self.store = RunStore(self.redis)
         self.queue = Queue(QUEUE_NAME, connection=self.redis)
-        self.github = GitHubRepo(settings.github_token.get_secret_value(), settings.github_repository,
-                                 settings.github_api_url, write_interval_s=settings.github_write_interval_s)
-        self.slack_client = WebClient(token=settings.slack_bot_token.get_secret_value(),
-                                      base_url=settings.slack_api_url, timeout=15)
+        self.github = GitHubRepo(
+            settings.github_token.get_secret_value(),
+            settings.github_repository,
+            settings.github_api_url,
+            write_interval_s=settings.github_write_interval_s,
+        )
+        self.slack_client = WebClient(
+            token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, timeout=15
+        )
         self.poster = SlackPoster(self.slack_client, self.redact)
 
     @classmethod

@@ -49,14 +49,23 @@ class TrackbotApp:
         return _plain(start_response, 404, "not found")
 
 
-_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            413: "Payload Too Large", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+}
 
 
 def _plain(start_response: StartResponse, status: int, text: str) -> list[bytes]:
     body = (text + "\n").encode()
-    start_response(f"{status} {_REASONS.get(status, 'Status')}",
-                   [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    start_response(
+        f"{status} {_REASONS.get(status, 'Status')}",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
     return [body]
 
 

@@ -68,7 +68,8 @@ class GitHubWebhook:
             return WebhookAnswer(202, "not a merge")
         try:
             run = self.advancer.prompt_for_merge(
-                str((pr.get("head") or {}).get("ref", "")), int(pr.get("number", 0)),
+                str((pr.get("head") or {}).get("ref", "")),
+                int(pr.get("number", 0)),
                 (pr.get("merged_by") or payload.get("sender") or {}).get("login"),
             )
         except Exception as error:

@@ -17,8 +17,12 @@ log = logging.getLogger(__name__)
 
 
 def _answer(respond: Respond, reply: Reply) -> None:
-    respond(text=reply.text, blocks=reply.blocks, response_type="ephemeral" if reply.ephemeral else "in_channel",
-            replace_original=False)
+    respond(
+        text=reply.text,
+        blocks=reply.blocks,
+        response_type="ephemeral" if reply.ephemeral else "in_channel",
+        replace_original=False,
+    )
 
 
 def _safely(services: Services, respond: Respond, doing: str, action: Callable[[], Reply]) -> None:
@@ -27,8 +31,10 @@ def _safely(services: Services, respond: Respond, doing: str, action: Callable[[
         reply = action()
     except Exception as error:
         log.exception("%s failed", doing)
-        reply = Reply(f":boom: Something went wrong while {doing}: {services.redact(str(error))[:300]}. "
-                      "Try again; if it keeps happening, ask an operator to check trackbot's logs.")
+        reply = Reply(
+            f":boom: Something went wrong while {doing}: {services.redact(str(error))[:300]}. "
+            "Try again; if it keeps happening, ask an operator to check trackbot's logs."
+        )
     try:
         _answer(respond, reply)
     except Exception:
@@ -51,20 +57,32 @@ def build_slack_app(services: Services, client: WebClient | None = None) -> App:
     def track(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         ack()
         text = (command.get("text") or "").strip()
-        _safely(services, respond, f"handling `/track {text}`",
-                lambda: commands.dispatch(text, command["user_id"], command["channel_id"]))
+        _safely(
+            services,
+            respond,
+            f"handling `/track {text}`",
+            lambda: commands.dispatch(text, command["user_id"], command["channel_id"]),
+        )
 
     @app.action("approve_advance")
     def approve(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         ack()
-        _safely(services, respond, "approving the advance",
-                lambda: advancer.approve(str(action.get("value", "")), body["user"]["id"]))
+        _safely(
+            services,
+            respond,
+            "approving the advance",
+            lambda: advancer.approve(str(action.get("value", "")), body["user"]["id"]),
+        )
 
     @app.action("dismiss_advance")
     def dismiss(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         ack()
-        _safely(services, respond, "dismissing the advance",
-                lambda: advancer.dismiss(str(action.get("value", "")), body["user"]["id"]))
+        _safely(
+            services,
+            respond,
+            "dismissing the advance",
+            lambda: advancer.dismiss(str(action.get("value", "")), body["user"]["id"]),
+        )
 
     @app.error
     def on_error(error: Exception) -> None:

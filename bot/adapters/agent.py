@@ -13,7 +13,19 @@ from pathlib import Path
 from bot.adapters.process import ProcessResult, run_process
 
 # What any program needs to run; everything else must be asked for by name.
-BASE_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "USER", "LOGNAME", "SHELL", "TZ")
+BASE_ENV_ALLOWLIST = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TZ",
+)
 
 
 class AgentCommandError(ValueError):
@@ -61,5 +73,12 @@ def run_agent(
     on_line: Callable[[str], None] | None = None,
 ) -> ProcessResult:
     """Run the agent in `worktree` with `prompt` on stdin (then closed) until it exits or times out."""
-    return run_process(agent_argv(command, worktree), worktree, env, timeout_s, stdin_text=prompt,
-                       on_line=on_line, tail_lines=60)
+    return run_process(
+        agent_argv(command, worktree),
+        worktree,
+        env,
+        timeout_s,
+        stdin_text=prompt,
+        on_line=on_line,
+        tail_lines=60,
+    )

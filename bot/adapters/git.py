@@ -103,8 +103,16 @@ class TrackClone:
             if self.path.exists():
                 shutil.rmtree(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.git("clone", "--quiet", "--origin", "origin", self.url, str(self.path), cwd=self.path.parent,
-                     doing="git clone")
+            self.git(
+                "clone",
+                "--quiet",
+                "--origin",
+                "origin",
+                self.url,
+                str(self.path),
+                cwd=self.path.parent,
+                doing="git clone",
+            )
         else:
             self.git("fetch", "--prune", "--quiet", "origin", doing="git fetch")
         self.git("checkout", "--quiet", "-f", "-B", branch, f"origin/{self.base}", doing="git checkout")
@@ -171,8 +179,7 @@ class TrackClone:
     def push(self, branch: str, sha: str, expected_remote: str | None) -> None:
         """Push `sha` to `branch`, refusing to overwrite anything but what we last saw there."""
         lease = f"--force-with-lease=refs/heads/{branch}:{expected_remote or ''}"
-        self.git("push", "--quiet", "--porcelain", lease, "origin", f"{sha}:refs/heads/{branch}",
-                 doing="git push")
+        self.git("push", "--quiet", "--porcelain", lease, "origin", f"{sha}:refs/heads/{branch}", doing="git push")
 
     def clean(self) -> None:
         """Leave the work tree pristine for the next run."""

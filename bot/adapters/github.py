@@ -55,11 +55,24 @@ def _pull_ref(pr: PullRequest) -> PullRef:
 class GitHubRepo:
     """One repository on GitHub: files on a branch, pull requests."""
 
-    def __init__(self, token: str, repository: str, base_url: str = "https://api.github.com",
-                 timeout: int = 15, retry: Any = None, write_interval_s: float | None = 1.0) -> None:
+    def __init__(
+        self,
+        token: str,
+        repository: str,
+        base_url: str = "https://api.github.com",
+        timeout: int = 15,
+        retry: Any = None,
+        write_interval_s: float | None = 1.0,
+    ) -> None:
         self.repository = repository
-        self._gh = Github(auth=Auth.Token(token), base_url=base_url, timeout=timeout, retry=retry,
-                          seconds_between_requests=None, seconds_between_writes=write_interval_s or None)
+        self._gh = Github(
+            auth=Auth.Token(token),
+            base_url=base_url,
+            timeout=timeout,
+            retry=retry,
+            seconds_between_requests=None,
+            seconds_between_writes=write_interval_s or None,
+        )
         self._repo: Any = None
 
     def _call(self, doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -85,7 +98,7 @@ class GitHubRepo:
                 return None
             return content.decoded_content.decode("utf-8"), content.sha
 
-        return self._call(f"read {path}", read)  # type: ignore[no-any-return]
+        return self._call(f"read {path}", read)
 
     def list_dir(self, path: str, ref: str = "main") -> list[str] | None:
         """Entry names of a folder on `ref`, or None if it does not exist."""
@@ -99,7 +112,7 @@ class GitHubRepo:
                 return None
             return [entry.name for entry in content]
 
-        return self._call(f"list {path}", listing)  # type: ignore[no-any-return]
+        return self._call(f"list {path}", listing)
 
     def update_file(self, path: str, text: str, sha: str, message: str, branch: str = "main") -> str:
         """Commit new content for `path` if its blob is still `sha`; raise StaleFile otherwise."""
@@ -108,7 +121,7 @@ class GitHubRepo:
             result = repo.update_file(path, message, text, sha, branch=branch)
             return str(result["commit"].sha)
 
-        return self._call(f"update {path}", update)  # type: ignore[no-any-return]
+        return self._call(f"update {path}", update)
 
     def find_open_pull(self, head: str, base: str = "main") -> PullRef | None:
         """The open PR from branch `head`, if any."""
@@ -119,7 +132,7 @@ class GitHubRepo:
                 return _pull_ref(pr)
             return None
 
-        return self._call(f"look for an open PR from {head}", find)  # type: ignore[no-any-return]
+        return self._call(f"look for an open PR from {head}", find)
 
     def open_pull(self, head: str, base: str, title: str, body: str, draft: bool) -> PullRef:
         """Open a PR."""
@@ -127,7 +140,7 @@ class GitHubRepo:
         def create(repo: Any) -> PullRef:
             return _pull_ref(repo.create_pull(base, head, title=title, body=body, draft=draft))
 
-        return self._call(f"open a PR from {head}", create)  # type: ignore[no-any-return]
+        return self._call(f"open a PR from {head}", create)
 
     def update_pull(self, number: int, title: str, body: str) -> PullRef:
         """Replace an existing PR's title and body (a re-run of the same track)."""
@@ -137,11 +150,11 @@ class GitHubRepo:
             pr.edit(title=title, body=body)
             return _pull_ref(pr)
 
-        return self._call(f"update PR #{number}", update)  # type: ignore[no-any-return]
+        return self._call(f"update PR #{number}", update)
 
     def get_pull(self, number: int) -> PullRef:
         """A PR by number."""
-        return self._call(f"read PR #{number}", lambda repo: _pull_ref(repo.get_pull(number)))  # type: ignore[no-any-return]
+        return self._call(f"read PR #{number}", lambda repo: _pull_ref(repo.get_pull(number)))
 
 
 class GitHubFiles:

@@ -45,8 +45,13 @@ class SlackPoster:
         except (SlackClientError, OSError) as error:
             raise SlackError(f"calling Slack {method}: {error}") from None
 
-    def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
-             thread_ts: str | None = None) -> str:
+    def post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> str:
         """Post a message (in a thread when `thread_ts` is given); return its ts."""
         response = self._call("chat.postMessage", channel=channel, text=text, blocks=blocks, thread_ts=thread_ts)
         return str(response["ts"])
@@ -55,8 +60,14 @@ class SlackPoster:
         """Replace a message's text and blocks."""
         self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks or [])
 
-    def ephemeral(self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None,
-                  thread_ts: str | None = None) -> None:
+    def ephemeral(
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> None:
         """A message only `user` sees."""
         self._call("chat.postEphemeral", channel=channel, user=user, text=text, blocks=blocks, thread_ts=thread_ts)
 

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from pydantic import SecretStr
+
 from bot.config import Settings
 from bot.local.github_api import GitHubTwin
 from bot.local.sample import create_sample_repo
@@ -66,8 +68,9 @@ def _display(text: str) -> str:
 class LocalStack:
     """Everything `trackbot console` runs, started and stopped together."""
 
-    def __init__(self, out: TextIO, repo: Path | None = None, agent: str | None = None,
-                 work_dir: Path | None = None) -> None:
+    def __init__(
+        self, out: TextIO, repo: Path | None = None, agent: str | None = None, work_dir: Path | None = None
+    ) -> None:
         self.out = out
         self._own_work_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="trackbot-console-")).resolve()
@@ -75,6 +78,7 @@ class LocalStack:
         self.agent = agent or SAMPLE_AGENT
         self.user = "alice"
         self._print_lock = threading.Lock()
+        self._seen: dict[tuple[str, str], list[str]] = {}
         self.worker: subprocess.Popen[bytes] | None = None
         self.slack: SlackTwin | None = None
         self.github: GitHubTwin | None = None
@@ -97,10 +101,21 @@ class LocalStack:
             where += f" thread {message.thread_ts}"
         if message.kind == "ephemeral" or message.response_type == "ephemeral":
             where += f", only @{self._name(message.user)} sees this"
-        mark = "updated" if event == "updated" else "posted"
         lines = _display(message.text).splitlines() or [""]
-        body = "\n    ".join(lines)
-        self.say(f"[slack {mark}] [{where}] trackbot:\n    {body}")
+        key = (message.channel, message.ts)
+        previous = self._seen.get(key)
+        self._seen[key] = lines
+        if event == "updated" and previous is not None:
+            # A progress message changes a line or two per step: show what changed, not all of it.
+            changed = [line for line in lines if line not in previous]
+            if not changed:
+                return
+            self.say(f"[slack updated {message.ts}] [{where}]\n    " + "\n    ".join(changed))
+        else:
+            self.say(
+                f"[slack {'updated' if event == 'updated' else 'posted'} {message.ts}] [{where}] trackbot:\n    "
+                + "\n    ".join(lines)
+            )
         for action_id, label, _value in message.buttons():
             self.say(f"    [button: {label} -> :click {action_id}]")
 
@@ -124,17 +139,30 @@ class LocalStack:
             "github": "ghp_local" + secrets.token_hex(16),
             "webhook": secrets.token_hex(16),
         }
-        self.slack = SlackTwin(tokens["slack"], {uid: name for name, uid in USERS.items()},
-                               on_message=self._on_slack).start()
-        self.github = GitHubTwin(self.repo, full_name=full_name, token=tokens["github"],
-                                 webhook_secret=tokens["webhook"],
-                                 on_event=lambda line: self.say(f"[{line}]")).start()
+        self.slack = SlackTwin(
+            tokens["slack"], {uid: name for name, uid in USERS.items()}, on_message=self._on_slack
+        ).start()
+        self.github = GitHubTwin(
+            self.repo,
+            full_name=full_name,
+            token=tokens["github"],
+            webhook_secret=tokens["webhook"],
+            on_event=lambda line: self.say(f"[{line}]"),
+        ).start()
         settings = Settings(
-            slack_bot_token=tokens["slack"], slack_signing_secret=tokens["signing"],
-            slack_api_url=self.slack.api_url, github_token=tokens["github"], github_repository=full_name,
-            github_api_url=self.github.api_url, github_webhook_secret=tokens["webhook"], git_url=str(self.repo),
-            maintainers=[USERS["alice"]], runners=[USERS["alice"], USERS["bob"]],
-            redis_url=os.environ.get("REDIS_URL"), agent_command=self.agent, work_dir=self.work_dir,
+            slack_bot_token=SecretStr(tokens["slack"]),
+            slack_signing_secret=SecretStr(tokens["signing"]),
+            slack_api_url=self.slack.api_url,
+            github_token=SecretStr(tokens["github"]),
+            github_repository=full_name,
+            github_api_url=self.github.api_url,
+            github_webhook_secret=SecretStr(tokens["webhook"]),
+            git_url=str(self.repo),
+            maintainers=[USERS["alice"]],
+            runners=[USERS["alice"], USERS["bob"]],
+            redis_url=os.environ.get("REDIS_URL"),
+            agent_command=self.agent,
+            work_dir=self.work_dir,
             github_write_interval_s=0,
         )
         redis, embedded = connect_redis(settings)
@@ -145,10 +173,17 @@ class LocalStack:
         self.signing_secret = tokens["signing"]
         env = {**os.environ, **settings_environment(settings), "REDIS_URL": str(redis_url)}
         log = open(self.work_dir / "worker.log", "ab")  # noqa: SIM115 - lives as long as the worker
-        self.worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, stdout=log,
-                                       stderr=subprocess.STDOUT, cwd=self.work_dir)
-        self.say(f"trackbot is up: Slack twin {self.slack.api_url}, GitHub twin {self.github.api_url} "
-                 f"({full_name} over {self.repo}), bot {self.bot_url}, Redis {redis_url}")
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.work_dir,
+        )
+        self.say(
+            f"trackbot is up: Slack twin {self.slack.api_url}, GitHub twin {self.github.api_url} "
+            f"({full_name} over {self.repo}), bot {self.bot_url}, Redis {redis_url}"
+        )
         self.say(f"you are @{self.user} (maintainer); :help lists the console commands")
 
     def stop(self) -> None:
@@ -204,7 +239,7 @@ class LocalStack:
             assert self.github is not None
             try:
                 self.github.merge_pull(int(rest), merged_by=self.user)
-            except Exception as error:  # noqa: BLE001 - the twin's refusal, shown to the user
+            except Exception as error:
                 raise ConsoleError(f"cannot merge PR #{rest}: {error}") from None
         elif word == ":click":
             self.click(rest)
@@ -247,10 +282,18 @@ class LocalStack:
         value = next(v for a, _, v in message.buttons() if a == action_id)
         uid = USERS[self.user]
         response_url = self.slack.new_response_url(message.channel, uid, message.ts)
-        block_id = next((b.get("block_id", "actions") for b in message.blocks if b.get("type") == "actions"),
-                        "actions")
-        body = block_actions_body(action_id, value, block_id, uid, self.user, message.channel,
-                                  dataclasses.asdict(message), response_url, channel_name=CHANNEL_NAME)
+        block_id = next((b.get("block_id", "actions") for b in message.blocks if b.get("type") == "actions"), "actions")
+        body = block_actions_body(
+            action_id,
+            value,
+            block_id,
+            uid,
+            self.user,
+            message.channel,
+            dataclasses.asdict(message),
+            response_url,
+            channel_name=CHANNEL_NAME,
+        )
         before = self._responses()
         self.say(f"(@{self.user} clicks {action_id})")
         status, _, answer = post_signed(self.bot_url + "/slack/events", body, self.signing_secret)
@@ -298,8 +341,14 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def run_console(lines: list[str] | None, out: TextIO, repo: Path | None = None, agent: str | None = None,
-                work_dir: Path | None = None, interactive: bool = False) -> int:
+def run_console(
+    lines: list[str] | None,
+    out: TextIO,
+    repo: Path | None = None,
+    agent: str | None = None,
+    work_dir: Path | None = None,
+    interactive: bool = False,
+) -> int:
     """Run the local stack: play `lines` (the tour), or read stdin line by line. Returns the exit code."""
     stack = LocalStack(out, repo=repo, agent=agent, work_dir=work_dir)
     try:

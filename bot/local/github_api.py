@@ -148,7 +148,10 @@ class _HTTPError(Exception):
     """Raised inside request handling to answer with a GitHub-style JSON error."""
 
     def __init__(
-        self, status: int, message: str, errors: list[dict[str, Any]] | None = None,
+        self,
+        status: int,
+        message: str,
+        errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
@@ -318,9 +321,7 @@ class GitHubTwin:
         server.daemon_threads = True
         self._server = server
         # A short poll interval keeps stop() quick (tests start and stop many twins).
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="github-twin", daemon=True
-        )
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="github-twin", daemon=True)
         self._thread.start()
         return self
 
@@ -380,17 +381,19 @@ class GitHubTwin:
     # ---------------------------------------------------------------- git helpers
 
     def _git(
-        self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None,
-        check: bool = True, work_tree: bool = False,
+        self,
+        *args: str,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        work_tree: bool = False,
     ) -> subprocess.CompletedProcess[bytes]:
         cmd = ["git", "-c", f"core.hooksPath={os.devnull}", f"--git-dir={self.git_dir}"]
         if work_tree and self.work_tree is not None:
             cmd.append(f"--work-tree={self.work_tree}")
         cmd.extend(args)
         cwd = self.work_tree if (work_tree and self.work_tree is not None) else self.git_dir
-        proc = subprocess.run(
-            cmd, input=input, capture_output=True, env=_scrubbed_env(env), cwd=cwd, check=False
-        )
+        proc = subprocess.run(cmd, input=input, capture_output=True, env=_scrubbed_env(env), cwd=cwd, check=False)
         if check and proc.returncode != 0:
             raise GitError(list(args), proc.returncode, proc.stderr.decode("utf-8", "replace"))
         return proc
@@ -400,10 +403,13 @@ class GitHubTwin:
 
     def _locate_repo(self) -> tuple[Path, Path | None]:
         env = _scrubbed_env()
+
         def ask(*args: str) -> str:
             proc = subprocess.run(
                 ["git", "-C", str(self.repo_path), "rev-parse", *args],
-                capture_output=True, env=env, check=False,
+                capture_output=True,
+                env=env,
+                check=False,
             )
             if proc.returncode != 0:
                 raise TwinError(f"{self.repo_path} is not a git repository: {proc.stderr.decode().strip()}")
@@ -423,8 +429,10 @@ class GitHubTwin:
         # A branch name wins over an ambiguous sha-like string, as on GitHub.
         if ref.startswith("refs/"):
             return self._rev(ref)
-        return self._rev(f"refs/heads/{ref}") or self._rev(f"refs/tags/{ref}") or (
-            self._rev(ref) if all(c in "0123456789abcdefABCDEF" for c in ref) and len(ref) >= 4 else None
+        return (
+            self._rev(f"refs/heads/{ref}")
+            or self._rev(f"refs/tags/{ref}")
+            or (self._rev(ref) if all(c in "0123456789abcdefABCDEF" for c in ref) and len(ref) >= 4 else None)
         )
 
     def _ls_entry(self, commit: str, path: str) -> tuple[str, str, str, int] | None:
@@ -453,8 +461,10 @@ class GitHubTwin:
 
     def _identity_env(self, author: tuple[str, str], committer: tuple[str, str]) -> dict[str, str]:
         return {
-            "GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1],
-            "GIT_COMMITTER_NAME": committer[0], "GIT_COMMITTER_EMAIL": committer[1],
+            "GIT_AUTHOR_NAME": author[0],
+            "GIT_AUTHOR_EMAIL": author[1],
+            "GIT_COMMITTER_NAME": committer[0],
+            "GIT_COMMITTER_EMAIL": committer[1],
         }
 
     def _advance_branch(self, branch: str, old: str, new: str, reason: str) -> None:
@@ -483,17 +493,25 @@ class GitHubTwin:
 
     def _owner_json(self) -> dict[str, Any]:
         return {
-            "login": self.owner, "id": 1000, "node_id": "O_twin", "type": "Organization",
-            "url": f"{self.api_url}/users/{self.owner}", "html_url": f"{self.html_url}/{self.owner}",
+            "login": self.owner,
+            "id": 1000,
+            "node_id": "O_twin",
+            "type": "Organization",
+            "url": f"{self.api_url}/users/{self.owner}",
+            "html_url": f"{self.html_url}/{self.owner}",
             "site_admin": False,
         }
 
     def _user_json(self, login: str) -> dict[str, Any]:
         bot = login == _BOT_LOGIN
         return {
-            "login": login, "id": 2000 + (sum(login.encode()) % 1000), "node_id": f"U_{login}",
-            "type": "Bot" if bot else "User", "site_admin": False,
-            "url": f"{self.api_url}/users/{login}", "html_url": f"{self.html_url}/{login}",
+            "login": login,
+            "id": 2000 + (sum(login.encode()) % 1000),
+            "node_id": f"U_{login}",
+            "type": "Bot" if bot else "User",
+            "site_admin": False,
+            "url": f"{self.api_url}/users/{login}",
+            "html_url": f"{self.html_url}/{login}",
         }
 
     def _repo_api(self) -> str:
@@ -502,16 +520,32 @@ class GitHubTwin:
     def _repo_json(self) -> dict[str, Any]:
         api = self._repo_api()
         return {
-            "id": 4242, "node_id": "R_twin", "name": self.name, "full_name": self.full_name,
-            "owner": self._owner_json(), "private": True, "visibility": "private", "fork": False,
-            "archived": False, "disabled": False, "description": "local GitHub twin",
-            "html_url": f"{self.html_url}/{self.full_name}", "url": api,
-            "pulls_url": f"{api}/pulls{{/number}}", "contents_url": f"{api}/contents/{{+path}}",
-            "default_branch": "main", "clone_url": self.repo_path.as_uri(),
-            "git_url": self.repo_path.as_uri(), "ssh_url": str(self.repo_path),
+            "id": 4242,
+            "node_id": "R_twin",
+            "name": self.name,
+            "full_name": self.full_name,
+            "owner": self._owner_json(),
+            "private": True,
+            "visibility": "private",
+            "fork": False,
+            "archived": False,
+            "disabled": False,
+            "description": "local GitHub twin",
+            "html_url": f"{self.html_url}/{self.full_name}",
+            "url": api,
+            "pulls_url": f"{api}/pulls{{/number}}",
+            "contents_url": f"{api}/contents/{{+path}}",
+            "default_branch": "main",
+            "clone_url": self.repo_path.as_uri(),
+            "git_url": self.repo_path.as_uri(),
+            "ssh_url": str(self.repo_path),
             "permissions": {"admin": True, "maintain": True, "push": True, "triage": True, "pull": True},
-            "allow_merge_commit": True, "allow_squash_merge": True, "allow_rebase_merge": False,
-            "created_at": "2024-01-01T00:00:00Z", "updated_at": _now(), "pushed_at": _now(),
+            "allow_merge_commit": True,
+            "allow_squash_merge": True,
+            "allow_rebase_merge": False,
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": _now(),
+            "pushed_at": _now(),
         }
 
     def _content_links(self, path: str, ref: str, sha: str, kind: str) -> dict[str, Any]:
@@ -521,7 +555,9 @@ class GitHubTwin:
         git_url = f"{api}/git/{'blobs' if kind == 'file' else 'trees'}/{sha}"
         html = f"{self.html_url}/{self.full_name}/{'blob' if kind == 'file' else 'tree'}/{ref}/{qpath}"
         return {
-            "url": url, "git_url": git_url, "html_url": html,
+            "url": url,
+            "git_url": git_url,
+            "html_url": html,
             "download_url": f"{self.html_url}/raw/{self.full_name}/{ref}/{qpath}" if kind == "file" else None,
             "_links": {"self": url, "git": git_url, "html": html},
         }
@@ -529,8 +565,12 @@ class GitHubTwin:
     def _entry_json(self, mode: str, typ: str, sha: str, size: int, path: str, ref: str) -> dict[str, Any]:
         kind = {"tree": "dir", "commit": "submodule"}.get(typ, "symlink" if mode == "120000" else "file")
         return {
-            "type": kind, "name": path.rsplit("/", 1)[-1], "path": path, "sha": sha,
-            "size": size if kind != "dir" else 0, **self._content_links(path, ref, sha, kind),
+            "type": kind,
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "sha": sha,
+            "size": size if kind != "dir" else 0,
+            **self._content_links(path, ref, sha, kind),
         }
 
     def _commit_json(self, sha: str) -> dict[str, Any]:
@@ -541,13 +581,16 @@ class GitHubTwin:
         html_root = f"{self.html_url}/{self.full_name}"
         html = f"{html_root}/commit/{sha}"
         return {
-            "sha": sha, "node_id": f"C_{sha}", "url": f"{api}/git/commits/{sha}", "html_url": html,
+            "sha": sha,
+            "node_id": f"C_{sha}",
+            "url": f"{api}/git/commits/{sha}",
+            "html_url": html,
             "author": {"name": an, "email": ae, "date": ad},
             "committer": {"name": cn, "email": ce, "date": cd},
-            "message": msg.rstrip("\n"), "tree": {"sha": tree, "url": f"{api}/git/trees/{tree}"},
+            "message": msg.rstrip("\n"),
+            "tree": {"sha": tree, "url": f"{api}/git/trees/{tree}"},
             "parents": [
-                {"sha": p, "url": f"{api}/commits/{p}", "html_url": f"{html_root}/commit/{p}"}
-                for p in parents.split()
+                {"sha": p, "url": f"{api}/commits/{p}", "html_url": f"{html_root}/commit/{p}"} for p in parents.split()
             ],
             "verification": {"verified": False, "reason": "unsigned", "signature": None, "payload": None},
         }
@@ -557,9 +600,14 @@ class GitHubTwin:
         git = self._commit_json(sha)
         api = self._repo_api()
         return {
-            "sha": sha, "node_id": git["node_id"], "url": f"{api}/commits/{sha}", "html_url": git["html_url"],
+            "sha": sha,
+            "node_id": git["node_id"],
+            "url": f"{api}/commits/{sha}",
+            "html_url": git["html_url"],
             "commit": {k: git[k] for k in ("author", "committer", "message", "tree", "url", "verification")},
-            "author": None, "committer": None, "parents": git["parents"],
+            "author": None,
+            "committer": None,
+            "parents": git["parents"],
         }
 
     def _pr_json(self, pr: PullRecord, with_mergeable: bool = False) -> dict[str, Any]:
@@ -584,32 +632,68 @@ class GitHubTwin:
             commits = int(count.stdout or 0) if count.returncode == 0 else 0
         repo = self._repo_json()
         return {
-            "id": 100000 + pr.number, "node_id": f"PR_twin{pr.number}", "number": pr.number,
-            "url": url, "html_url": html, "diff_url": f"{html}.diff", "patch_url": f"{html}.patch",
-            "issue_url": f"{api}/issues/{pr.number}", "commits_url": f"{url}/commits",
+            "id": 100000 + pr.number,
+            "node_id": f"PR_twin{pr.number}",
+            "number": pr.number,
+            "url": url,
+            "html_url": html,
+            "diff_url": f"{html}.diff",
+            "patch_url": f"{html}.patch",
+            "issue_url": f"{api}/issues/{pr.number}",
+            "commits_url": f"{url}/commits",
             "comments_url": f"{api}/issues/{pr.number}/comments",
             "statuses_url": f"{api}/statuses/{head_sha}",
-            "state": pr.state, "locked": False, "title": pr.title, "body": pr.body, "draft": pr.draft,
-            "user": self._user_json(pr.user), "labels": [], "milestone": None, "assignee": None,
-            "assignees": [], "requested_reviewers": [], "requested_teams": [],
-            "created_at": pr.created_at, "updated_at": pr.updated_at, "closed_at": pr.closed_at,
-            "merged_at": pr.merged_at, "merge_commit_sha": pr.merge_commit_sha, "merged": pr.merged,
-            "mergeable": mergeable, "rebaseable": False, "mergeable_state": mergeable_state,
+            "state": pr.state,
+            "locked": False,
+            "title": pr.title,
+            "body": pr.body,
+            "draft": pr.draft,
+            "user": self._user_json(pr.user),
+            "labels": [],
+            "milestone": None,
+            "assignee": None,
+            "assignees": [],
+            "requested_reviewers": [],
+            "requested_teams": [],
+            "created_at": pr.created_at,
+            "updated_at": pr.updated_at,
+            "closed_at": pr.closed_at,
+            "merged_at": pr.merged_at,
+            "merge_commit_sha": pr.merge_commit_sha,
+            "merged": pr.merged,
+            "mergeable": mergeable,
+            "rebaseable": False,
+            "mergeable_state": mergeable_state,
             "merged_by": self._user_json(pr.merged_by) if pr.merged_by else None,
-            "comments": 0, "review_comments": 0, "commits": commits, "additions": 0, "deletions": 0,
-            "changed_files": 0, "maintainer_can_modify": False, "author_association": "MEMBER",
-            "auto_merge": None, "active_lock_reason": None,
+            "comments": 0,
+            "review_comments": 0,
+            "commits": commits,
+            "additions": 0,
+            "deletions": 0,
+            "changed_files": 0,
+            "maintainer_can_modify": False,
+            "author_association": "MEMBER",
+            "auto_merge": None,
+            "active_lock_reason": None,
             "head": {
-                "label": f"{self.owner}:{pr.head_ref}", "ref": pr.head_ref, "sha": head_sha,
-                "user": self._owner_json(), "repo": repo,
+                "label": f"{self.owner}:{pr.head_ref}",
+                "ref": pr.head_ref,
+                "sha": head_sha,
+                "user": self._owner_json(),
+                "repo": repo,
             },
             "base": {
-                "label": f"{self.owner}:{pr.base_ref}", "ref": pr.base_ref, "sha": base_sha,
-                "user": self._owner_json(), "repo": repo,
+                "label": f"{self.owner}:{pr.base_ref}",
+                "ref": pr.base_ref,
+                "sha": base_sha,
+                "user": self._owner_json(),
+                "repo": repo,
             },
             "_links": {
-                "self": {"href": url}, "html": {"href": html},
-                "issue": {"href": f"{api}/issues/{pr.number}"}, "commits": {"href": f"{url}/commits"},
+                "self": {"href": url},
+                "html": {"href": html},
+                "issue": {"href": f"{api}/issues/{pr.number}"},
+                "commits": {"href": f"{url}/commits"},
             },
         }
 
@@ -629,8 +713,11 @@ class GitHubTwin:
 
     def _hook_payload(self, action: str, pr: PullRecord, sender: str) -> dict[str, Any]:
         return {
-            "action": action, "number": pr.number, "pull_request": self._pr_json(pr),
-            "repository": self._repo_json(), "sender": self._user_json(sender),
+            "action": action,
+            "number": pr.number,
+            "pull_request": self._pr_json(pr),
+            "repository": self._repo_json(),
+            "sender": self._user_json(sender),
         }
 
     def _deliver(self, event: str, payload: dict[str, Any]) -> int | None:
@@ -672,9 +759,15 @@ class GitHubTwin:
 
     # ---------------------------------------------------------------- operations
 
-    def _merge(self, number: int, merged_by: str, expected_sha: str | None = None,
-               method: str = "merge", title: str | None = None, message: str | None = None,
-               ) -> tuple[str, dict[str, Any]]:
+    def _merge(
+        self,
+        number: int,
+        merged_by: str,
+        expected_sha: str | None = None,
+        method: str = "merge",
+        title: str | None = None,
+        message: str | None = None,
+    ) -> tuple[str, dict[str, Any]]:
         with self._lock:
             pr = self._pulls.get(number)
             if pr is None:
@@ -695,8 +788,10 @@ class GitHubTwin:
                 msg = f"{title or pr.title} (#{number})\n\n{message or ''}".rstrip() + "\n"
                 parents = ["-p", base_old]
             else:
-                msg = (f"{title or f'Merge pull request #{number} from {self.owner}/{pr.head_ref}'}"
-                       f"\n\n{message if message is not None else pr.title}").rstrip() + "\n"
+                msg = (
+                    f"{title or f'Merge pull request #{number} from {self.owner}/{pr.head_ref}'}"
+                    f"\n\n{message if message is not None else pr.title}"
+                ).rstrip() + "\n"
                 parents = ["-p", base_old, "-p", head]
             env = self._identity_env(
                 (merged_by, f"{merged_by}@users.noreply.github.com"), ("GitHub", "noreply@github.com")
@@ -719,7 +814,7 @@ class GitHubTwin:
         message = data.get("message")
         content_b64 = data.get("content")
         if not isinstance(message, str) or not isinstance(content_b64, str):
-            raise _HTTPError(422, "Invalid request.\n\n\"message\" and \"content\" are required.")
+            raise _HTTPError(422, 'Invalid request.\n\n"message" and "content" are required.')
         try:
             content = base64.b64decode(content_b64, validate=False)
         except ValueError as exc:
@@ -729,7 +824,8 @@ class GitHubTwin:
         who = data.get("committer") or {}
         author_in = data.get("author") or who
         committer = (
-            who.get("name") or _BOT_LOGIN, who.get("email") or f"{_BOT_LOGIN}@users.noreply.github.com"
+            who.get("name") or _BOT_LOGIN,
+            who.get("email") or f"{_BOT_LOGIN}@users.noreply.github.com",
         )
         author = (author_in.get("name") or committer[0], author_in.get("email") or committer[1])
         with self._lock:
@@ -741,7 +837,7 @@ class GitHubTwin:
                 raise _HTTPError(422, f"{path} is a directory")
             mode = entry[0] if entry else "100644"
             if entry is not None and not sha:
-                raise _HTTPError(422, "Invalid request.\n\n\"sha\" wasn't supplied.")
+                raise _HTTPError(422, 'Invalid request.\n\n"sha" wasn\'t supplied.')
             if entry is not None and sha != entry[2]:
                 raise _HTTPError(409, f"{path} does not match {sha}")
             blob = self._out("hash-object", "-w", "--no-filters", "--stdin", input=content)
@@ -752,7 +848,11 @@ class GitHubTwin:
                 self._git("update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}", env=idx)
                 tree = self._out("write-tree", env=idx)
             new = self._out(
-                "commit-tree", tree, "-p", old, input=message.encode("utf-8"),
+                "commit-tree",
+                tree,
+                "-p",
+                old,
+                input=message.encode("utf-8"),
                 env=self._identity_env(author, committer),
             )
             self._advance_branch(branch, old, new, f"contents: {message.splitlines()[0] if message else ''}")
@@ -766,39 +866,71 @@ class GitHubTwin:
         head_in = data.get("head")
         base = data.get("base")
         if not isinstance(title, str) or not isinstance(head_in, str) or not isinstance(base, str):
-            raise _HTTPError(422, "Invalid request.\n\n\"title\", \"head\" and \"base\" are required.")
+            raise _HTTPError(422, 'Invalid request.\n\n"title", "head" and "base" are required.')
         owner, sep, head = head_in.partition(":")
         if not sep:
             owner, head = self.owner, head_in
         with self._lock:
             base_sha = self._rev(f"refs/heads/{base}")
             if base_sha is None:
-                raise _HTTPError(422, "Validation Failed",
-                                 [{"resource": "PullRequest", "field": "base", "code": "invalid"}])
+                raise _HTTPError(
+                    422,
+                    "Validation Failed",
+                    [{"resource": "PullRequest", "field": "base", "code": "invalid"}],
+                )
             head_sha = self._rev(f"refs/heads/{head}") if owner.lower() == self.owner.lower() else None
             if head_sha is None:
-                raise _HTTPError(422, "Validation Failed", [{
-                    "resource": "PullRequest", "field": "head", "code": "invalid",
-                    "message": f"No commits between {base} and {head}",
-                }])
+                raise _HTTPError(
+                    422,
+                    "Validation Failed",
+                    [
+                        {
+                            "resource": "PullRequest",
+                            "field": "head",
+                            "code": "invalid",
+                            "message": f"No commits between {base} and {head}",
+                        }
+                    ],
+                )
             ahead = int(self._out("rev-list", "--count", f"{base_sha}..{head_sha}") or 0)
             if ahead == 0:
-                raise _HTTPError(422, "Validation Failed", [{
-                    "resource": "PullRequest", "code": "custom",
-                    "message": f"No commits between {base} and {head}",
-                }])
+                raise _HTTPError(
+                    422,
+                    "Validation Failed",
+                    [
+                        {
+                            "resource": "PullRequest",
+                            "code": "custom",
+                            "message": f"No commits between {base} and {head}",
+                        }
+                    ],
+                )
             for other in self._pulls.values():
                 if other.state == "open" and other.head_ref == head and other.base_ref == base:
-                    raise _HTTPError(422, "Validation Failed", [{
-                        "resource": "PullRequest", "code": "custom",
-                        "message": f"A pull request already exists for {self.owner}:{head}.",
-                    }])
+                    raise _HTTPError(
+                        422,
+                        "Validation Failed",
+                        [
+                            {
+                                "resource": "PullRequest",
+                                "code": "custom",
+                                "message": f"A pull request already exists for {self.owner}:{head}.",
+                            }
+                        ],
+                    )
             now = _now()
             number = max(self._pulls, default=0) + 1
             pr = PullRecord(
-                number=number, title=title, body=data.get("body"), head_ref=head, base_ref=base,
-                head_sha=head_sha, base_sha=base_sha, draft=bool(data.get("draft") or False),
-                created_at=now, updated_at=now,
+                number=number,
+                title=title,
+                body=data.get("body"),
+                head_ref=head,
+                base_ref=base,
+                head_sha=head_sha,
+                base_sha=base_sha,
+                draft=bool(data.get("draft") or False),
+                created_at=now,
+                updated_at=now,
             )
             self._pulls[number] = pr
             body = self._pr_json(pr, with_mergeable=True)
@@ -824,9 +956,17 @@ class GitHubTwin:
                 pr.head_sha = self._rev(f"refs/heads/{pr.head_ref}") or pr.head_sha
             elif state == "open" and pr.state == "closed":
                 if pr.merged:
-                    raise _HTTPError(422, "Validation Failed",
-                                     [{"resource": "PullRequest", "code": "custom",
-                                       "message": "Cannot reopen a merged pull request"}])
+                    raise _HTTPError(
+                        422,
+                        "Validation Failed",
+                        [
+                            {
+                                "resource": "PullRequest",
+                                "code": "custom",
+                                "message": "Cannot reopen a merged pull request",
+                            }
+                        ],
+                    )
                 pr.state, pr.closed_at, action = "open", None, "reopened"
             pr.updated_at = _now()
             body = self._pr_json(pr, with_mergeable=True)
@@ -868,8 +1008,9 @@ class GitHubTwin:
             resp.headers["ETag"] = etag
             wanted = [t.strip().removeprefix("W/") for t in (headers.get("if-none-match") or "").split(",")]
             if etag in wanted or "*" in wanted:
-                resp = _Response(304, None, {"ETag": etag, **{k: v for k, v in resp.headers.items()
-                                                             if k.startswith("X-")}})
+                resp = _Response(
+                    304, None, {"ETag": etag, **{k: v for k, v in resp.headers.items() if k.startswith("X-")}}
+                )
         recorded = {h: headers[h.lower()] for h in _RECORDED_HEADERS if headers.get(h.lower()) is not None}
         self.requests.append(RecordedRequest(method, raw_path, recorded, resp.status, parsed))
         return resp
@@ -878,8 +1019,11 @@ class GitHubTwin:
         reset = str(int(dt.datetime.now(dt.UTC).timestamp()) + 3600)
         remaining = "0" if status in (403, 429) else str(_RATE_LIMIT - 1)
         return {
-            "X-RateLimit-Limit": str(_RATE_LIMIT), "X-RateLimit-Remaining": remaining,
-            "X-RateLimit-Reset": reset, "X-RateLimit-Used": "1", "X-RateLimit-Resource": "core",
+            "X-RateLimit-Limit": str(_RATE_LIMIT),
+            "X-RateLimit-Remaining": remaining,
+            "X-RateLimit-Reset": reset,
+            "X-RateLimit-Used": "1",
+            "X-RateLimit-Resource": "core",
         }
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
@@ -922,8 +1066,12 @@ class GitHubTwin:
         if parts == ["user"] and method == "GET":
             return _Response(200, self._user_json(_BOT_LOGIN))
         if parts == ["rate_limit"] and method == "GET":
-            core = {"limit": _RATE_LIMIT, "remaining": _RATE_LIMIT - 1, "used": 1,
-                    "reset": int(dt.datetime.now(dt.UTC).timestamp()) + 3600}
+            core = {
+                "limit": _RATE_LIMIT,
+                "remaining": _RATE_LIMIT - 1,
+                "used": 1,
+                "reset": int(dt.datetime.now(dt.UTC).timestamp()) + 3600,
+            }
             resources = {"core": core, "search": core, "graphql": core}
             return _Response(200, {"resources": resources, "rate": core})
         if len(parts) < 3 or parts[0] != "repos":
@@ -934,9 +1082,7 @@ class GitHubTwin:
         with self._lock:
             return self._route_repo(method, rest, query, data)
 
-    def _route_repo(
-        self, method: str, rest: list[str], query: dict[str, str], data: dict[str, Any]
-    ) -> _Response:
+    def _route_repo(self, method: str, rest: list[str], query: dict[str, str], data: dict[str, Any]) -> _Response:
         if not rest and method == "GET":
             return _Response(200, self._repo_json())
         head, tail = (rest[0], rest[1:]) if rest else ("", [])
@@ -987,8 +1133,12 @@ class GitHubTwin:
         if method not in ("merge", "squash"):
             raise _HTTPError(405, f"{method} merges are not allowed on this repository.")
         sha, payload = self._merge(
-            pr.number, _BOT_LOGIN, expected_sha=data.get("sha"), method=method,
-            title=data.get("commit_title"), message=data.get("commit_message"),
+            pr.number,
+            _BOT_LOGIN,
+            expected_sha=data.get("sha"),
+            method=method,
+            title=data.get("commit_title"),
+            message=data.get("commit_message"),
         )
         resp = _Response(200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"})
         resp.after.append(lambda: self._deliver_quiet("pull_request", payload))
@@ -1023,9 +1173,12 @@ class GitHubTwin:
         sha = self._rev(f"refs/heads/{name}") or ""
         api = self._repo_api()
         return {
-            "name": name, "commit": {"sha": sha, "url": f"{api}/commits/{sha}"}, "protected": False,
+            "name": name,
+            "commit": {"sha": sha, "url": f"{api}/commits/{sha}"},
+            "protected": False,
             "_links": {
-                "self": f"{api}/branches/{name}", "html": f"{self.html_url}/{self.full_name}/tree/{name}",
+                "self": f"{api}/branches/{name}",
+                "html": f"{self.html_url}/{self.full_name}/tree/{name}",
             },
         }
 
@@ -1036,20 +1189,31 @@ class GitHubTwin:
             sha = self._rev(f"refs/{rest}")
             if sha is None:
                 raise _HTTPError(404, "Not Found")
-            return _Response(200, {
-                "ref": f"refs/{rest}", "node_id": f"REF_{rest}", "url": f"{api}/git/refs/{rest}",
-                "object": {"sha": sha, "type": "commit", "url": f"{api}/git/commits/{sha}"},
-            })
+            return _Response(
+                200,
+                {
+                    "ref": f"refs/{rest}",
+                    "node_id": f"REF_{rest}",
+                    "url": f"{api}/git/refs/{rest}",
+                    "object": {"sha": sha, "type": "commit", "url": f"{api}/git/commits/{sha}"},
+                },
+            )
         if kind == "commits" and self._rev(rest) is not None:
             return _Response(200, self._commit_json(self._rev(rest) or ""))
         if kind == "blobs":
             proc = self._git("cat-file", "blob", rest, check=False)
             if proc.returncode == 0:
-                return _Response(200, {
-                    "sha": rest, "node_id": f"B_{rest}", "size": len(proc.stdout),
-                    "url": f"{api}/git/blobs/{rest}",
-                    "content": _wrap_base64(proc.stdout), "encoding": "base64",
-                })
+                return _Response(
+                    200,
+                    {
+                        "sha": rest,
+                        "node_id": f"B_{rest}",
+                        "size": len(proc.stdout),
+                        "url": f"{api}/git/blobs/{rest}",
+                        "content": _wrap_base64(proc.stdout),
+                        "encoding": "base64",
+                    },
+                )
         raise _HTTPError(404, "Not Found")
 
     def _list_pulls(self, query: dict[str, str]) -> _Response:

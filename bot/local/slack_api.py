@@ -209,8 +209,7 @@ class SlackTwin:
         found = [
             m
             for m in self.snapshot()
-            if m.channel == channel
-            and (m.thread_ts == thread_ts or (m.ts == thread_ts and m.kind == "message"))
+            if m.channel == channel and (m.thread_ts == thread_ts or (m.ts == thread_ts and m.kind == "message"))
         ]
         return sorted(found, key=lambda m: _ts_key(m.ts))
 
@@ -235,9 +234,7 @@ class SlackTwin:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     listing = "\n".join(f"  {m.describe()}" for m in self._state.messages) or "  (none)"
-                    raise TimeoutError(
-                        f"no matching Slack message within {timeout}s; messages seen:\n{listing}"
-                    )
+                    raise TimeoutError(f"no matching Slack message within {timeout}s; messages seen:\n{listing}")
                 self._cond.wait(remaining)
 
     # -- test controls ---------------------------------------------------------------------------
@@ -250,9 +247,7 @@ class SlackTwin:
         status 429 → HTTP 429 with ``Retry-After`` and ``{"ok": false, "error": "ratelimited"}``;
         status 200 → ``{"ok": false, "error": error}``; other statuses (500) → that status with the error.
         """
-        fault = _Fault(
-            error="ratelimited" if status == 429 else error, status=status, retry_after=retry_after
-        )
+        fault = _Fault(error="ratelimited" if status == 429 else error, status=status, retry_after=retry_after)
         with self._cond:
             self._state.faults.setdefault(method, []).extend([fault] * count)
 
@@ -576,11 +571,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         # Slack also accepts the token as a form field; slack_sdk sends the Authorization header.
         auth = self.headers.get("Authorization") or ""
-        token = (
-            auth[len("Bearer ") :].strip()
-            if auth.startswith("Bearer ")
-            else str(params.pop("token", "") or "")
-        )
+        token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else str(params.pop("token", "") or "")
         params.pop("token", None)
         self.twin._record_call(method, params)
         if not token:

@@ -22,14 +22,25 @@ def format_go(ctx: RunContext) -> StepResult:
     if not files:
         outcome, summary = Outcome.SKIPPED, "no Go files changed"
     elif shutil.which("gofmt") is None:
-        outcome, summary = Outcome.SKIPPED, f"gofmt is not installed: {len(files)} Go file(s) left unformatted"
+        outcome, summary = (
+            Outcome.SKIPPED,
+            f"gofmt is not installed: {len(files)} Go file(s) left unformatted",
+        )
     else:
         result = run_process(["gofmt", "-w", "--", *files], ctx.clone.path, safe_environment(ctx), 300)
-        commands.append(CommandRecord(command=result.command, exit_code=result.exit_code,
-                                      duration_s=round(result.duration_s, 3),
-                                      output_tail=ctx.redact(result.output_tail)))
+        commands.append(
+            CommandRecord(
+                command=result.command,
+                exit_code=result.exit_code,
+                duration_s=round(result.duration_s, 3),
+                output_tail=ctx.redact(result.output_tail),
+            )
+        )
         if not result.ok:
-            outcome, summary = Outcome.FAILED, f"gofmt exited {result.exit_code}: {ctx.redact(result.output_tail)}"
+            outcome, summary = (
+                Outcome.FAILED,
+                f"gofmt exited {result.exit_code}: {ctx.redact(result.output_tail)}",
+            )
         else:
             outcome, summary = Outcome.OK, f"gofmt -w on {len(files)} file(s)"
     # The commit holds exactly this tree: whatever the gates do afterwards cannot leak into it.

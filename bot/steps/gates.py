@@ -37,17 +37,39 @@ def gates(ctx: RunContext) -> StepResult:
     for name, argv in planned_gates(ctx):
         command = " ".join(argv)
         if shutil.which(argv[0], path=env.get("PATH")) is None:
-            run.gates.append(GateResult(name=name, command=command, status=GateStatus.NOT_RUN,
-                                        reason=f"{argv[0]} is not installed on the worker"))
+            run.gates.append(
+                GateResult(
+                    name=name,
+                    command=command,
+                    status=GateStatus.NOT_RUN,
+                    reason=f"{argv[0]} is not installed on the worker",
+                )
+            )
             continue
         result = run_process(argv, ctx.clone.path, env, ctx.settings.gate_timeout_s)
         tail = ctx.redact(result.output_tail)
         status = GateStatus.PASSED if result.ok else GateStatus.FAILED
         reason = f"timed out after {ctx.settings.gate_timeout_s}s" if result.timed_out else ""
-        run.gates.append(GateResult(name=name, command=command, status=status, exit_code=result.exit_code,
-                                    duration_s=round(result.duration_s, 3), reason=reason, output_tail=tail))
-        commands.append(CommandRecord(command=command, exit_code=result.exit_code,
-                                      duration_s=round(result.duration_s, 3), output_tail=tail, note=reason))
+        run.gates.append(
+            GateResult(
+                name=name,
+                command=command,
+                status=status,
+                exit_code=result.exit_code,
+                duration_s=round(result.duration_s, 3),
+                reason=reason,
+                output_tail=tail,
+            )
+        )
+        commands.append(
+            CommandRecord(
+                command=command,
+                exit_code=result.exit_code,
+                duration_s=round(result.duration_s, 3),
+                output_tail=tail,
+                note=reason,
+            )
+        )
     if not run.gates:
         return StepResult(name="gates", outcome=Outcome.SKIPPED, summary="no gate applies to this change")
     failed = run.failed_gates()
@@ -58,5 +80,10 @@ def gates(ctx: RunContext) -> StepResult:
     if not_run:
         parts.append(f"{len(not_run)} not run ({', '.join(g.name for g in not_run)})")
     details = [f"{g.name}: {g.output_tail.splitlines()[-1] if g.output_tail else 'no output'}" for g in failed]
-    return StepResult(name="gates", outcome=Outcome.FAILED if failed else Outcome.OK,
-                      summary=", ".join(parts), commands=commands, details=details)
+    return StepResult(
+        name="gates",
+        outcome=Outcome.FAILED if failed else Outcome.OK,
+        summary=", ".join(parts),
+        commands=commands,
+        details=details,
+    )

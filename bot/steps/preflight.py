@@ -17,15 +17,19 @@ def preflight(ctx: RunContext) -> StepResult:
     files = WorkTreeFiles(ctx.clone.path)
     text = files.read_text(ctx.rules.knob_path)
     if text is None:
-        return StepResult(name="preflight", outcome=Outcome.STOPPED,
-                          summary=f"`{ctx.rules.knob_path}` is missing on {ctx.settings.base_branch}")
+        return StepResult(
+            name="preflight",
+            outcome=Outcome.STOPPED,
+            summary=f"`{ctx.rules.knob_path}` is missing on {ctx.settings.base_branch}",
+        )
     try:
         knob = parse_knob(text, ctx.rules.knob_path)
     except KnobError as error:
         return StepResult(name="preflight", outcome=Outcome.STOPPED, summary=str(error))
     if knob.next_track != run.track:
         return StepResult(
-            name="preflight", outcome=Outcome.STOPPED,
+            name="preflight",
+            outcome=Outcome.STOPPED,
             summary=f"NEXT_TRACK now names track {knob.next_track}, not {run.track}; run `/track run` again",
         )
     doc = resolve_track_doc(knob, run.track, files)
@@ -33,5 +37,8 @@ def preflight(ctx: RunContext) -> StepResult:
         return StepResult(name="preflight", outcome=Outcome.STOPPED, summary=doc.message)
     run.doc, run.slug, run.plan_version = doc.path, doc.slug, knob.plan_version
     ctx.doc_text = files.read_text(doc.path) or ""
-    return StepResult(name="preflight", outcome=Outcome.OK,
-                      summary=f"`{run.branch}` from origin/{ctx.settings.base_branch} at {ctx.base_sha[:8]}")
+    return StepResult(
+        name="preflight",
+        outcome=Outcome.OK,
+        summary=f"`{run.branch}` from origin/{ctx.settings.base_branch} at {ctx.base_sha[:8]}",
+    )

@@ -19,8 +19,11 @@ def push(ctx: RunContext) -> StepResult:
     """Push the branch, but only while this run still holds the repository's lock."""
     run = ctx.run
     if not ctx.holds_lock():
-        return StepResult(name="push", outcome=Outcome.ERROR,
-                          summary="this run no longer holds the repository's lock; nothing was pushed")
+        return StepResult(
+            name="push",
+            outcome=Outcome.ERROR,
+            summary="this run no longer holds the repository's lock; nothing was pushed",
+        )
     assert run.commit_sha is not None
     ctx.clone.push(run.branch, run.commit_sha, ctx.remote_branch_sha)
     return StepResult(name="push", outcome=Outcome.OK, summary=f"pushed `{run.branch}`")
