@@ -1,0 +1,76 @@
+"""Settings: every bad setting named in one message, with what it should look like."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+GOOD = {
+    "SLACK_BOT_TOKEN": "xoxb-1-abc",
+    "SLACK_SIGNING_SECRET": "s3cr3t-signing",
+    "GITHUB_TOKEN": "ghp_" + "a" * 36,
+    "GITHUB_REPOSITORY": "acme/widgets",
+    "GITHUB_WEBHOOK_SECRET": "hook-secret",
+    "TRACKBOT_MAINTAINERS": "U012AB3CD, U045EF6GH",
+}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.MonkeyPatch:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in [*GOOD, "REDIS_URL", "TRACKBOT_RUNNERS", "SLACK_APP_TOKEN", "GITHUB_API_URL", "TRACKBOT_AGENT_TIMEOUT"]:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_good_environment_gives_settings(env: pytest.MonkeyPatch) -> None:
+    for name, value in GOOD.items():
+        env.setenv(name, value)
+    settings = load_settings()
+    assert settings.github_repository == "acme/widgets"
+    assert settings.maintainers == ["U012AB3CD", "U045EF6GH"]
+    assert settings.clone_url == "https://github.com/acme/widgets.git"
+    assert settings.may_run("U999ANYONE")  # no runners configured: anyone may run
+    assert not settings.is_maintainer("U999ANYONE")
+
+
+def test_every_bad_setting_is_named_in_one_message(env: pytest.MonkeyPatch) -> None:
+    env.setenv("GITHUB_REPOSITORY", "widgets")
+    env.setenv("TRACKBOT_MAINTAINERS", "alice")
+    env.setenv("TRACKBOT_AGENT_TIMEOUT", "soon")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    message = str(raised.value)
+    for expected in ("SLACK_BOT_TOKEN: missing", "SLACK_SIGNING_SECRET: missing", "GITHUB_TOKEN: missing",
+                     "GITHUB_WEBHOOK_SECRET: missing", "GITHUB_REPOSITORY: 'widgets' is not owner/name",
+                     "owner/name, e.g. acme/widgets", "TRACKBOT_MAINTAINERS: not Slack user IDs: alice",
+                     "TRACKBOT_AGENT_TIMEOUT"):
+        assert expected in message
+    assert "Traceback" not in message
+
+
+def test_settings_never_print_secret_values(env: pytest.MonkeyPatch) -> None:
+    for name, value in GOOD.items():
+        env.setenv(name, value)
+    settings = load_settings()
+    shown = repr(settings) + str(settings)
+    assert GOOD["GITHUB_TOKEN"] not in shown and GOOD["SLACK_BOT_TOKEN"] not in shown
+
+
+def test_enterprise_api_url_gives_enterprise_clone_url(env: pytest.MonkeyPatch) -> None:
+    for name, value in GOOD.items():
+        env.setenv(name, value)
+    env.setenv("GITHUB_API_URL", "https://ghe.example.com/api/v3/")
+    settings = load_settings()
+    assert settings.github_api_url == "https://ghe.example.com/api/v3"
+    assert settings.clone_url == "https://ghe.example.com/acme/widgets.git"
+
+
+def test_cli_reports_config_errors_without_traceback(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import main
+
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert "trackbot is not configured correctly" in err and "SLACK_BOT_TOKEN" in err
+    assert "Traceback" not in err
