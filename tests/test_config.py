@@ -67,7 +67,9 @@ def test_enterprise_api_url_gives_enterprise_clone_url(env: pytest.MonkeyPatch) 
     assert settings.clone_url == "https://ghe.example.com/acme/widgets.git"
 
 
-def test_cli_reports_config_errors_without_traceback(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_config_errors_without_traceback(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from bot.cli import main
 
     assert main(["worker"]) == 2
