@@ -93,19 +93,25 @@ class Advancer:
         if refusal is not None:
             return refusal
         services = self.services
-        found = services.github.read_text(services.rules.knob_path, services.settings.base_branch)
-        if found is None:
-            return Reply(f"`{services.rules.knob_path}` does not exist on main.")
         try:
+            found = services.github.read_text(services.rules.knob_path, services.settings.base_branch)
+            if found is None:
+                return Reply(f"`{services.rules.knob_path}` does not exist on main.")
             knob = parse_knob(found[0])
         except KnobError as error:
             return Reply(f":warning: {error}")
+        except GitHubError as error:
+            return Reply(f":warning: I could not read the knob: {services.redact(str(error))}. Try again shortly.")
         run = services.store.latest(services.settings.github_repository, knob.next_track)
         if run is None or run.pr_number is None:
             return Reply(f"Track {knob.next_track} has no PR from trackbot yet; `/track run` first.")
         if run.state is RunState.PR_OPEN:
             # The webhook may have been missed: ask GitHub.
-            if not services.github.get_pull(run.pr_number).merged:
+            try:
+                merged = services.github.get_pull(run.pr_number).merged
+            except GitHubError as error:
+                return Reply(f":warning: I could not check PR #{run.pr_number}: {services.redact(str(error))}.")
+            if not merged:
                 return Reply(f"PR #{run.pr_number} of track {run.track} is not merged yet: {run.pr_url}")
             run.state = RunState.MERGED
             services.store.save(run)
@@ -116,14 +122,16 @@ class Advancer:
     def advance(self, run: Run, user: str) -> Reply:
         """Compare-and-swap the knob on main from run.track to run.track + 1."""
         services = self.services
-        if run.state is RunState.ADVANCED:
-            return Reply(f"Already advanced to {run.advanced_to} by {mention(run.advanced_by or '?')}.")
-        if run.state not in (RunState.MERGED, RunState.DISMISSED):
-            return Reply(f"Track {run.track} is not merged ({run.state.value}); nothing to advance.")
         # One approval at a time per run: a double click must not race itself.
         if not services.store.once("advancing", run.id, ttl_s=120):
             return Reply("An approval of this advance is already being handled.")
         try:
+            # Re-read under the marker: the click just before this one may have advanced it meanwhile.
+            run = services.store.get(run.id) or run
+            if run.state is RunState.ADVANCED:
+                return Reply(f"Already advanced to {run.advanced_to} by {mention(run.advanced_by or '?')}.")
+            if run.state not in (RunState.MERGED, RunState.DISMISSED):
+                return Reply(f"Track {run.track} is not merged ({run.state.value}); nothing to advance.")
             return self._advance(run, user)
         finally:
             services.store.forget("advancing", run.id)

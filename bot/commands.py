@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,12 +130,25 @@ class Commands:
         url = self.services.poster.permalink(run.channel, run.thread_ts)
         return f"<{url}|thread>" if url else "see its thread"
 
+    def holder_run(self, holder: str, wait_s: float = 2.0) -> Run | None:
+        """The run holding the repository; one queued this very moment gets a little time to post its thread."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            busy = self.services.store.get(holder)
+            if busy is not None and busy.thread_ts is not None:
+                return busy
+            if busy is not None and not busy.state.active:
+                return busy
+            if time.monotonic() >= deadline:
+                return busy
+            time.sleep(0.05)
+
     def run(self, user: str, channel: str) -> Reply:
         """Queue a run of the next track, unless the repository is busy or the track is not ready."""
         services = self.services
         settings = services.settings
         if not settings.may_run(user):
-            allowed = ", ".join(mention(u) for u in [*settings.runners, *settings.maintainers])
+            allowed = ", ".join(mention(u) for u in dict.fromkeys([*settings.runners, *settings.maintainers]))
             return Reply(f":no_entry: You may not start runs. Ask one of: {allowed}.")
         view = self.read_next_track()
         if isinstance(view, Reply):
@@ -163,9 +177,13 @@ class Commands:
             requested_by=user,
             channel=channel,
         )
+        # Saved (not yet listed) before taking the lock: a concurrent `/track run` that finds the lock
+        # must find its holder's record too, or it takes the lock over as stale and both runs start.
+        services.store.save(run)
         holder = services.store.try_lock(run.repo, run.id)
         if holder is not None:
-            busy = services.store.get(holder)
+            services.store.discard(run.id)
+            busy = self.holder_run(holder)
             if busy is None:
                 return Reply("Another run holds this repository; try again in a moment.")
             return Reply(

@@ -56,7 +56,7 @@ def run_steps(ctx: RunContext, steps: list[tuple[str, Step]], on_change: Callabl
             )
         result.name = name
         result.duration_s = round(time.monotonic() - started, 3)
-        result.commands = [*ctx.clone.take_records(), *result.commands]
+        result.commands = [*result.commands, *ctx.clone.take_records()]
         run.steps.append(result)
         if result.outcome is Outcome.STOPPED:
             run.state = RunState.STOPPED

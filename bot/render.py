@@ -191,7 +191,11 @@ def report_markdown(run: Run, rules: Rules) -> str:
     ]
     if run.agent_summary:
         parts += ["", "### Agent's summary", "", "```", run.agent_summary.strip()[-3000:], "```"]
-    parts += ["", "### What remains", *[f"- {line}" for line in remains(run)]]
+    todo = remains(run)
+    if run.pr_number is None and run.commit_sha is not None:
+        # The body of the PR being opened (or updated): it has no number yet, but it is what remains.
+        todo.append("Review and merge this PR; then a maintainer approves advancing NEXT_TRACK.")
+    parts += ["", "### What remains", *[f"- {line}" for line in todo]]
     parts += ["", f"_Run `{run.id}` by trackbot; requested by Slack user `{run.requested_by}`._"]
     return "\n".join(parts)
 

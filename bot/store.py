@@ -43,6 +43,10 @@ class RunStore:
         pipe.hset(self._key("branch", run.repo), run.branch, run.id)
         pipe.execute()
 
+    def discard(self, run_id: str) -> None:
+        """Forget a run record that never got queued (it lost the race for the lock)."""
+        self.redis.delete(self._key("run", run_id))
+
     def runs(self, repo: str, limit: int = 10) -> list[Run]:
         """The latest runs of a repository, newest first."""
         ids = self.redis.lrange(self._key("runs", repo), 0, limit - 1)

@@ -6,7 +6,7 @@ import io
 import os
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,7 +46,7 @@ def agent_script(tmp_path: Path, body: str, name: str = "agent.py") -> str:
 
 
 @pytest.fixture
-def make_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator:  # type: ignore[type-arg]
+def make_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., LocalStack]]:
     """Start the whole local stack (twins, bot HTTP app, a real worker process) on demand."""
     monkeypatch.setenv("REDIS_URL", redis_url)
     stacks: list[LocalStack] = []

@@ -42,10 +42,16 @@ def test_every_bad_setting_is_named_in_one_message(env: pytest.MonkeyPatch) -> N
     with pytest.raises(ConfigError) as raised:
         load_settings()
     message = str(raised.value)
-    for expected in ("SLACK_BOT_TOKEN: missing", "SLACK_SIGNING_SECRET: missing", "GITHUB_TOKEN: missing",
-                     "GITHUB_WEBHOOK_SECRET: missing", "GITHUB_REPOSITORY: 'widgets' is not owner/name",
-                     "owner/name, e.g. acme/widgets", "TRACKBOT_MAINTAINERS: not Slack user IDs: alice",
-                     "TRACKBOT_AGENT_TIMEOUT"):
+    for expected in (
+        "SLACK_BOT_TOKEN: missing",
+        "SLACK_SIGNING_SECRET: missing",
+        "GITHUB_TOKEN: missing",
+        "GITHUB_WEBHOOK_SECRET: missing",
+        "GITHUB_REPOSITORY: 'widgets' is not owner/name",
+        "owner/name, e.g. acme/widgets",
+        "TRACKBOT_MAINTAINERS: not Slack user IDs: alice",
+        "TRACKBOT_AGENT_TIMEOUT",
+    ):
         assert expected in message
     assert "Traceback" not in message
 

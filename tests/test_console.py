@@ -24,11 +24,19 @@ def test_whole_loop_runs_track_one_and_advances_to_track_two(make_stack) -> None
     stack.handle(":merge 1")
     assert any("PR #1 merged. Advance NEXT_TRACK from 1 to 2?" in t for t in _texts(stack))
     stack.handle(":click approve_advance")
-    knob = subprocess.run(["git", "--git-dir", str(stack.repo), "show", "main:configs/NEXT_TRACK.json"],
-                          capture_output=True, text=True, check=True).stdout
+    knob = subprocess.run(
+        ["git", "--git-dir", str(stack.repo), "show", "main:configs/NEXT_TRACK.json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert '"next_track": 2' in knob
-    log = subprocess.run(["git", "--git-dir", str(stack.repo), "log", "-1", "--format=%s", "main"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    log = subprocess.run(
+        ["git", "--git-dir", str(stack.repo), "log", "-1", "--format=%s", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert log == "Update next_track value from 1 to 2"
     stack.handle("/track status")
     assert "Track 2: *cancel-endpoint-spec*" in _texts(stack)[-1]
@@ -44,18 +52,33 @@ def test_bob_may_not_approve_and_is_told_who_may(make_stack) -> None:  # type: i
     refusal = stack.slack.snapshot()[-1]
     assert refusal.user == USERS["bob"]
     assert "Only a maintainer can approve" in refusal.text and f"<@{USERS['alice']}>" in refusal.text
-    knob = subprocess.run(["git", "--git-dir", str(stack.repo), "show", "main:configs/NEXT_TRACK.json"],
-                          capture_output=True, text=True, check=True).stdout
+    knob = subprocess.run(
+        ["git", "--git-dir", str(stack.repo), "show", "main:configs/NEXT_TRACK.json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert '"next_track": 1' in knob
 
 
 def test_demo_tour_prints_the_whole_loop(tmp_path: Path, redis_url: str, redis) -> None:  # type: ignore[no-untyped-def]
-    result = subprocess.run([sys.executable, "-m", "bot.cli", "console", "--tour", "--work-dir", str(tmp_path / "w")],
-                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-                            env={**__import__("os").environ, "REDIS_URL": redis_url})
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "console", "--tour", "--work-dir", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        env={**__import__("os").environ, "REDIS_URL": redis_url},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    for expected in ("NEXT_TRACK = *1*", "Track 1: hello-endpoint — queued by @alice", "*Report — Track 1",
-                     "PR #1 merged. Advance NEXT_TRACK from 1 to 2?", "Only a maintainer can approve",
-                     "NEXT_TRACK advanced from 1 to 2 by @alice", "NEXT_TRACK = *2*"):
+    for expected in (
+        "NEXT_TRACK = *1*",
+        "Track 1: hello-endpoint — queued by @alice",
+        "*Report — Track 1",
+        "PR #1 merged. Advance NEXT_TRACK from 1 to 2?",
+        "Only a maintainer can approve",
+        "NEXT_TRACK advanced from 1 to 2 by @alice",
+        "NEXT_TRACK = *2*",
+    ):
         assert expected in out, expected

@@ -30,9 +30,12 @@ def git(cwd: Path, *args: str) -> str:
     """Run git in ``cwd`` with a fixed identity and no user/system config."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update(
-        GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull,
-        GIT_AUTHOR_NAME="Dev", GIT_AUTHOR_EMAIL="dev@example.com",
-        GIT_COMMITTER_NAME="Dev", GIT_COMMITTER_EMAIL="dev@example.com",
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_AUTHOR_NAME="Dev",
+        GIT_AUTHOR_EMAIL="dev@example.com",
+        GIT_COMMITTER_NAME="Dev",
+        GIT_COMMITTER_EMAIL="dev@example.com",
     )
     proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
     return proc.stdout.strip()
@@ -123,8 +126,11 @@ def twin(bare: Path, receiver: Receiver) -> Iterator[GitHubTwin]:
 def client(twin: GitHubTwin, token: str = TOKEN) -> Github:
     # seconds_between_writes defaults to 1 s in PyGithub: every write after the first would sleep.
     return Github(
-        auth=Auth.Token(token), base_url=twin.api_url, retry=None,
-        seconds_between_requests=None, seconds_between_writes=None,
+        auth=Auth.Token(token),
+        base_url=twin.api_url,
+        retry=None,
+        seconds_between_requests=None,
+        seconds_between_writes=None,
     )
 
 
@@ -148,7 +154,8 @@ def test_get_contents_file_and_directory(twin: GitHubTwin, bare: Path) -> None:
     listing = repo.get_contents("docs")
     assert isinstance(listing, list)
     assert sorted((c.name, c.type, c.path) for c in listing) == [
-        ("guide.md", "file", "docs/guide.md"), ("intro.md", "file", "docs/intro.md"),
+        ("guide.md", "file", "docs/guide.md"),
+        ("intro.md", "file", "docs/intro.md"),
     ]
     # A branch ref and a file that only exists there.
     on_branch = repo.get_contents("hello.py", ref="track-1-hello")
@@ -199,9 +206,7 @@ def test_concurrent_updates_with_same_sha_only_one_wins(twin: GitHubTwin, bare: 
     assert git(bare, "rev-list", "--count", "main") == "2"
 
 
-def test_pull_request_lifecycle_and_signed_merge_webhook(
-    twin: GitHubTwin, bare: Path, receiver: Receiver
-) -> None:
+def test_pull_request_lifecycle_and_signed_merge_webhook(twin: GitHubTwin, bare: Path, receiver: Receiver) -> None:
     repo = client(twin).get_repo("acme/widgets")
     pr = repo.create_pull(title="Track 1: hello", body="first", head="track-1-hello", base="main")
     assert pr.number == 1
@@ -362,8 +367,9 @@ def test_local_edits_are_never_clobbered(tmp_path: Path) -> None:
 
 def test_webhook_receiver_down_does_not_break_merge(bare: Path) -> None:
     events: list[str] = []
-    with GitHubTwin(bare, token=TOKEN, webhook_url="http://127.0.0.1:9/hook", webhook_secret=SECRET,
-                    on_event=events.append) as t:
+    with GitHubTwin(
+        bare, token=TOKEN, webhook_url="http://127.0.0.1:9/hook", webhook_secret=SECRET, on_event=events.append
+    ) as t:
         client(t).get_repo("acme/widgets").create_pull(title="t", body="", head="track-1-hello", base="main")
         result = t.merge_pull(1)
     assert result.webhook_status is None

@@ -36,9 +36,7 @@ class FolderOfFiles:
         return self.files.get(path)
 
 
-def knob(
-    next_track: int = 9, plan_version: str | None = "v2", tracks: dict[str, Any] | None = None
-) -> NextTrack:
+def knob(next_track: int = 9, plan_version: str | None = "v2", tracks: dict[str, Any] | None = None) -> NextTrack:
     return NextTrack(next_track=next_track, plan_version=plan_version, tracks=tracks or {})
 
 
@@ -209,7 +207,7 @@ def test_nothing_found_says_where_it_looked_which_tracks_exist_and_what_to_do() 
     assert result.number == 10
     assert result.known_tracks == list(range(1, 10))
     message = result.message
-    assert message.startswith("No doc for track 10: looked in the knob's tracks map (no entry \"10\")")
+    assert message.startswith('No doc for track 10: looked in the knob\'s tracks map (no entry "10")')
     assert f"{PLAN}/track-10-*.md" in message
     assert f"{PLAN}/INDEX.md (does not exist)" in message
     assert f"{LEGACY}/track-10-*.md (folder does not exist)" in message
@@ -244,9 +242,7 @@ def test_not_found_in_an_empty_repository_says_no_tracks_are_known() -> None:
 
 def test_known_tracks_unites_knob_plan_folder_and_legacy_folder() -> None:
     the_knob = parse_knob('{"next_track": 1, "plan_version": "v2", "tracks": {"12": {"slug": "twelve"}}}')
-    files = docs(
-        f"{PLAN}/track-01-a.md", f"{PLAN}/track-2-b.md", f"{PLAN}/INDEX.md", f"{LEGACY}/track-5-x.md"
-    )
+    files = docs(f"{PLAN}/track-01-a.md", f"{PLAN}/track-2-b.md", f"{PLAN}/INDEX.md", f"{LEGACY}/track-5-x.md")
 
     assert known_tracks(the_knob, files) == [1, 2, 5, 12]
 

@@ -186,9 +186,7 @@ def test_concurrent_starts_in_processes_share_one_server(data_dir: Path) -> None
         print(server.start(), server.pid, flush=True)
         """
     )
-    children = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)
-    ]
+    children = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = [c.communicate(timeout=30)[0].strip() for c in children]
     assert all(c.returncode == 0 for c in children)
     assert len(set(outputs)) == 1, outputs

@@ -85,9 +85,7 @@ def changed_paths(work_tree: Path) -> list[str]:
     return sorted(line[3:] for line in status.splitlines())
 
 
-def test_sample_repo_is_bare_with_main_as_head_and_one_maintainer_commit(
-    bare_repo: Path, tmp_path: Path
-) -> None:
+def test_sample_repo_is_bare_with_main_as_head_and_one_maintainer_commit(bare_repo: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
 

@@ -333,9 +333,7 @@ def bolt_url(twin: SlackTwin) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         client.chat_update(channel=body["channel"]["id"], ts=body["message"]["ts"], text="approved")
 
     handler = SlackRequestHandler(app)
-    server = make_server(
-        "127.0.0.1", 0, handler, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
-    )
+    server = make_server("127.0.0.1", 0, handler, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -345,9 +343,7 @@ def bolt_url(twin: SlackTwin) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
-def test_signed_slash_command_reaches_bolt(
-    twin: SlackTwin, bolt_url: tuple[str, list[dict[str, Any]]]
-) -> None:
+def test_signed_slash_command_reaches_bolt(twin: SlackTwin, bolt_url: tuple[str, list[dict[str, Any]]]) -> None:
     url, seen = bolt_url
     response_url = twin.new_response_url("C0DEV", "U0ALICE")
     body = slash_command_body("/track", "start 7", "U0ALICE", "alice", "C0DEV", "dev", response_url)
@@ -381,9 +377,7 @@ def test_signed_button_click_reaches_bolt(
     assert twin.wait_for(lambda m: m.ts == message.ts and m.updates == 1).text == "approved"
 
 
-def test_forged_or_stale_signature_is_rejected(
-    twin: SlackTwin, bolt_url: tuple[str, list[dict[str, Any]]]
-) -> None:
+def test_forged_or_stale_signature_is_rejected(twin: SlackTwin, bolt_url: tuple[str, list[dict[str, Any]]]) -> None:
     url, seen = bolt_url
     body = slash_command_body("/track", "start 7", "U0ALICE", "alice", "C0DEV", "dev", "http://x/r")
     status, _, _ = post_signed(url, body, "not-the-secret")
