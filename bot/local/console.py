@@ -175,6 +175,7 @@ class LocalStack:
         log = open(self.work_dir / "worker.log", "ab")  # noqa: SIM115 - lives as long as the worker
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "bot.cli", "worker"],
+            preexec_fn=_die_with_parent,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -313,6 +314,15 @@ class LocalStack:
                 raise ConsoleError(f"the worker exited ({self.worker.returncode}); see {self.work_dir}/worker.log")
             time.sleep(0.1)
         self.say(f"(still busy after {seconds:.0f}s)")
+
+
+def _die_with_parent() -> None:
+    """In the worker child: get SIGTERM if the console dies without stopping it (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
