@@ -29,10 +29,10 @@ class Advancer:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    def prompt_for_merge(self, branch: str, pr_number: int, merged_by: str | None) -> Run | None:
+    def prompt_for_merge(self, repo: str, branch: str, pr_number: int, merged_by: str | None) -> Run | None:
         """A track branch's PR merged: ask in its run's thread whether to advance. Once per merge."""
         services = self.services
-        run = services.store.for_branch(services.settings.github_repository, branch)
+        run = services.store.for_branch(repo, branch)
         if run is None or (run.pr_number is not None and run.pr_number != pr_number):
             log.info("merged PR #%s (%s) belongs to no run; no prompt", pr_number, branch)
             return None
@@ -87,28 +87,28 @@ class Advancer:
         )
         return Reply("Dismissed.", ephemeral=True)
 
-    def advance_command(self, user: str, channel: str) -> Reply:
+    def advance_command(self, repo: str, user: str, channel: str) -> Reply:
         """`/track advance`: a maintainer advances once the current track's PR is merged."""
         refusal = self.refuse_non_maintainer(user)
         if refusal is not None:
             return refusal
         services = self.services
         try:
-            found = services.github.read_text(services.rules.knob_path, services.settings.base_branch)
+            found = services.github(repo).read_text(services.rules.knob_path, services.settings.base_branch)
             if found is None:
-                return Reply(f"`{services.rules.knob_path}` does not exist on main.")
+                return Reply(f"`{services.rules.knob_path}` does not exist on main of {repo}.")
             knob = parse_knob(found[0])
         except KnobError as error:
             return Reply(f":warning: {error}")
         except GitHubError as error:
             return Reply(f":warning: I could not read the knob: {services.redact(str(error))}. Try again shortly.")
-        run = services.store.latest(services.settings.github_repository, knob.next_track)
+        run = services.store.latest(repo, knob.next_track)
         if run is None or run.pr_number is None:
             return Reply(f"Track {knob.next_track} has no PR from trackbot yet; `/track run` first.")
         if run.state is RunState.PR_OPEN:
             # The webhook may have been missed: ask GitHub.
             try:
-                merged = services.github.get_pull(run.pr_number).merged
+                merged = services.github(repo).get_pull(run.pr_number).merged
             except GitHubError as error:
                 return Reply(f":warning: I could not check PR #{run.pr_number}: {services.redact(str(error))}.")
             if not merged:
@@ -138,11 +138,12 @@ class Advancer:
 
     def _advance(self, run: Run, user: str) -> Reply:
         services = self.services
+        github = services.github(run.repo)
         path, branch = services.rules.knob_path, services.settings.base_branch
         old, new = run.track, run.track + 1
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                found = services.github.read_text(path, branch)
+                found = github.read_text(path, branch)
                 if found is None:
                     return Reply(f"`{path}` is gone from {branch}; not advancing.")
                 text, sha = found
@@ -152,7 +153,7 @@ class Advancer:
                     return Reply(f"NEXT_TRACK is already {new}; nothing to do.")
                 if knob.next_track != old:
                     return Reply(f"NEXT_TRACK is now {knob.next_track}, not {old}; not advancing.")
-                services.github.update_file(
+                github.update_file(
                     path,
                     advance_knob_text(text, old, new),
                     sha,
@@ -173,7 +174,7 @@ class Advancer:
         services = self.services
         run.state, run.advanced_by, run.advanced_to = RunState.ADVANCED, user, new
         services.store.save(run)
-        next_words = self._describe_track(new)
+        next_words = self._describe_track(run.repo, new)
         extra = f" ({note})" if note else ""
         self._close_prompt(
             run,
@@ -181,15 +182,14 @@ class Advancer:
             f"Next: {next_words}.",
         )
 
-    def _describe_track(self, number: int) -> str:
+    def _describe_track(self, repo: str, number: int) -> str:
         services = self.services
+        github = services.github(repo)
         try:
-            found = services.github.read_text(services.rules.knob_path, services.settings.base_branch)
+            found = github.read_text(services.rules.knob_path, services.settings.base_branch)
             if found is None:
                 return f"Track {number}"
-            doc = resolve_track_doc(
-                parse_knob(found[0]), number, GitHubFiles(services.github, services.settings.base_branch)
-            )
+            doc = resolve_track_doc(parse_knob(found[0]), number, GitHubFiles(github, services.settings.base_branch))
         except (GitHubError, KnobError):
             return f"Track {number}"
         if isinstance(doc, TrackDoc):

@@ -49,33 +49,41 @@ class Commands:
         """Route `/track <text>`; anything unknown gets the help."""
         words = text.split()
         name = words[0].lower() if words else "help"
-        if name == "status":
-            return self.status()
-        if name == "run":
-            return self.run(user, channel)
-        if name == "advance":
-            from bot.advance import Advancer  # advance imports commands' Reply
-
-            return Advancer(self.services).advance_command(user, channel)
         if name == "help":
             return Reply(help_text())
-        close = difflib.get_close_matches(name, SUBCOMMANDS, n=1)
-        hint = f" Did you mean `/track {close[0]}`?" if close else ""
-        return Reply(help_text(name) + hint)
+        if name not in SUBCOMMANDS:
+            close = difflib.get_close_matches(name, SUBCOMMANDS, n=1)
+            hint = f" Did you mean `/track {close[0]}`?" if close else ""
+            return Reply(help_text(name) + hint)
+        repo = self.services.settings.repository_for_channel(channel)
+        if repo is None:
+            return Reply(self.not_set_up(channel))
+        if name == "status":
+            return self.status(repo)
+        if name == "run":
+            return self.run(repo, user, channel)
+        from bot.advance import Advancer  # advance imports commands' Reply
 
-    def read_next_track(self) -> NextTrackView | Reply:
+        return Advancer(self.services).advance_command(repo, user, channel)
+
+    def not_set_up(self, channel: str) -> str:
+        """Why a channel cannot use /track, and where to go instead."""
+        where = ", ".join(f"<#{c}> ({r})" for c, r in self.services.settings.channels.items())
+        return (
+            f"This channel is not set up for trackbot. Use {where}, or ask an operator to add it to TRACKBOT_CHANNELS."
+        )
+
+    def read_next_track(self, repo: str) -> NextTrackView | Reply:
         """The knob and the next track's doc from main, or a Reply saying why they cannot be read."""
         services = self.services
         knob_path = services.rules.knob_path
         try:
-            found = services.github.read_text(knob_path, services.settings.base_branch)
+            github, base = services.github(repo), services.settings.base_branch
+            found = github.read_text(knob_path, base)
             if found is None:
-                return Reply(
-                    f":warning: `{knob_path}` does not exist on `{services.settings.base_branch}` of "
-                    f"{services.settings.github_repository}. Add it, then try again."
-                )
+                return Reply(f":warning: `{knob_path}` does not exist on `{base}` of {repo}. Add it, then try again.")
             knob = parse_knob(found[0], knob_path)
-            doc = resolve_track_doc(knob, knob.next_track, GitHubFiles(services.github, services.settings.base_branch))
+            doc = resolve_track_doc(knob, knob.next_track, GitHubFiles(github, base))
         except KnobError as error:
             return Reply(f":warning: {error}")
         except GitHubError as error:
@@ -85,25 +93,23 @@ class Commands:
             )
         return NextTrackView(knob, doc)
 
-    def status(self) -> Reply:
+    def status(self, repo: str) -> Reply:
         """The knob, the next track and its doc, and what is happening to it."""
-        view = self.read_next_track()
+        view = self.read_next_track(repo)
         if isinstance(view, Reply):
             return view
         knob, doc = view.knob, view.doc
-        repo = self.services.settings.github_repository
         lines = [f"*{repo}* — plan `{knob.plan_version or '-'}`, NEXT_TRACK = *{knob.next_track}*"]
         if isinstance(doc, DocNotFound):
             lines.append(f":octagonal_sign: No doc for the next track. {doc.message}")
             return Reply("\n".join(lines), [section("\n".join(lines))], ephemeral=False)
         lines.append(f"Track {doc.number}: *{doc.slug}* — doc `{doc.path}`")
-        lines.append("State: " + self.describe_state(knob.next_track))
+        lines.append("State: " + self.describe_state(repo, knob.next_track))
         return Reply("\n".join(lines), [section("\n".join(lines))], ephemeral=False)
 
-    def describe_state(self, track: int) -> str:
+    def describe_state(self, repo: str, track: int) -> str:
         """idle, queued, running (with its step), PR open, merged awaiting advance, failed..."""
         store = self.services.store
-        repo = self.services.settings.github_repository
         holder = store.lock_holder(repo)
         active = store.get(holder) if holder else None
         if active is not None and active.state.active:
@@ -143,20 +149,20 @@ class Commands:
                 return busy
             time.sleep(0.05)
 
-    def run(self, user: str, channel: str) -> Reply:
+    def run(self, repo: str, user: str, channel: str) -> Reply:
         """Queue a run of the next track, unless the repository is busy or the track is not ready."""
         services = self.services
         settings = services.settings
         if not settings.may_run(user):
             allowed = ", ".join(mention(u) for u in dict.fromkeys([*settings.runners, *settings.maintainers]))
             return Reply(f":no_entry: You may not start runs. Ask one of: {allowed}.")
-        view = self.read_next_track()
+        view = self.read_next_track(repo)
         if isinstance(view, Reply):
             return view
         knob, doc = view.knob, view.doc
         if isinstance(doc, DocNotFound):
             return Reply(f":octagonal_sign: STOP — {doc.message}", ephemeral=False)
-        latest = services.store.latest(settings.github_repository, knob.next_track)
+        latest = services.store.latest(repo, knob.next_track)
         if latest is not None and latest.state is RunState.PR_OPEN:
             return Reply(
                 f"Track {latest.track} already has PR #{latest.pr_number} open: {latest.pr_url}. "
@@ -168,7 +174,7 @@ class Commands:
                 f"to approve advancing NEXT_TRACK ({self.link(latest)}, or `/track advance`)."
             )
         run = Run(
-            repo=settings.github_repository,
+            repo=repo,
             track=doc.number,
             slug=doc.slug,
             doc=doc.path,

@@ -11,11 +11,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
+CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
 DEFAULT_AGENT_COMMAND = "codex exec --json --sandbox workspace-write -C {worktree} -"
 
@@ -27,9 +28,16 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
     "slack_api_url": ("SLACK_API_URL", "the Slack Web API base URL ending in /, e.g. https://slack.com/api/"),
     "github_token": ("GITHUB_TOKEN", "a token with contents and pull requests write access"),
     "github_repository": ("GITHUB_REPOSITORY", "owner/name, e.g. acme/widgets"),
+    "channels": (
+        "TRACKBOT_CHANNELS",
+        "comma-separated CHANNEL_ID=owner/name pairs, e.g. C0123ABCD=acme/widgets,C0456EFGH=acme/gadgets",
+    ),
     "github_api_url": ("GITHUB_API_URL", "https://api.github.com, or https://HOST/api/v3 for Enterprise"),
     "github_webhook_secret": ("GITHUB_WEBHOOK_SECRET", "the secret set on the repository's webhook"),
-    "git_url": ("TRACKBOT_GIT_URL", "where to clone and push; default https://github.com/<owner>/<name>.git"),
+    "git_url": (
+        "TRACKBOT_GIT_URL",
+        "where to clone and push; {repo} is replaced by owner/name; default https://github.com/{repo}.git",
+    ),
     "maintainers": ("TRACKBOT_MAINTAINERS", "comma-separated Slack user IDs, e.g. U012AB3CD,U045EF6GH"),
     "runners": (
         "TRACKBOT_RUNNERS",
@@ -75,7 +83,15 @@ class Settings(BaseSettings):
         default="https://slack.com/api/", validation_alias=AliasChoices("SLACK_API_URL", "slack_api_url")
     )
     github_token: SecretStr = _env("github_token")
-    github_repository: str = _env("github_repository")
+    # Declared before github_repository: its validator needs to know whether channels name repositories.
+    channels: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, validation_alias=AliasChoices("TRACKBOT_CHANNELS", "channels")
+    )
+    github_repository: str | None = Field(
+        default=None,
+        validate_default=True,
+        validation_alias=AliasChoices("GITHUB_REPOSITORY", "github_repository"),
+    )
     github_api_url: str = Field(
         default="https://api.github.com", validation_alias=AliasChoices("GITHUB_API_URL", "github_api_url")
     )
@@ -130,9 +146,32 @@ class Settings(BaseSettings):
 
     @field_validator("github_repository")
     @classmethod
-    def _repo(cls, value: str) -> str:
-        if not REPO_RE.match(value):
+    def _repo(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and "channels" in info.data and not info.data["channels"]:
+            raise ValueError("missing (or set TRACKBOT_CHANNELS to serve several repositories)")
+        if value is not None and not REPO_RE.match(value):
             raise ValueError(f"{value!r} is not owner/name")
+        return value
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channel_map(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in _split_csv(value):
+            channel, sep, repo = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r} is not CHANNEL_ID=owner/name")
+            pairs[channel.strip()] = repo.strip()
+        return pairs
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [f"{c}={r}" for c, r in value.items() if not CHANNEL_RE.match(c) or not REPO_RE.match(r)]
+        if bad:
+            raise ValueError(f"not CHANNEL_ID=owner/name: {', '.join(bad)}")
         return value
 
     @field_validator("slack_api_url")
@@ -157,14 +196,34 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def clone_url(self) -> str:
-        """Where the worker clones from and pushes to."""
+    def repositories(self) -> list[str]:
+        """Every repository this deployment serves."""
+        repos = list(dict.fromkeys(self.channels.values()))
+        if self.github_repository and self.github_repository not in repos:
+            repos.insert(0, self.github_repository)
+        return repos
+
+    def repository_for_channel(self, channel: str) -> str | None:
+        """The repository a channel drives: its TRACKBOT_CHANNELS entry, else GITHUB_REPOSITORY
+        when no channel map restricts it; None when the channel is not set up."""
+        if channel in self.channels:
+            return self.channels[channel]
+        if self.channels:
+            return None
+        return self.github_repository
+
+    def channels_of(self, repository: str) -> list[str]:
+        """The channels configured for a repository (empty: any channel)."""
+        return [c for c, r in self.channels.items() if r == repository]
+
+    def clone_url(self, repository: str) -> str:
+        """Where the worker clones `repository` from and pushes to."""
         if self.git_url:
-            return self.git_url
+            return self.git_url.replace("{repo}", repository)
         host = "github.com"
         if self.github_api_url.rstrip("/") != "https://api.github.com":
             host = self.github_api_url.split("://", 1)[1].split("/", 1)[0]
-        return f"https://{host}/{self.github_repository}.git"
+        return f"https://{host}/{repository}.git"
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the redactor."""

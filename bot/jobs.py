@@ -38,7 +38,7 @@ def execute_run(services: Services, run_id: str) -> Run:
     thread.ensure_parent(run)
     clone = TrackClone(
         clone_dir(settings.work_dir, run.repo),
-        settings.clone_url,
+        settings.clone_url(run.repo),
         settings.base_branch,
         settings.github_token.get_secret_value(),
     )
@@ -47,7 +47,7 @@ def execute_run(services: Services, run_id: str) -> Run:
         settings=settings,
         rules=services.rules,
         clone=clone,
-        github=services.github,
+        github=services.github(run.repo),
         redact=services.redact,
         holds_lock=lambda: store.lock_holder(run.repo) == run.id,
         note=lambda line: thread.note(run, line),

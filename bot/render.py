@@ -36,6 +36,8 @@ STATE_WORDS: dict[RunState, str] = {
     RunState.MERGED: "merged, awaiting advance",
     RunState.ADVANCED: "merged and advanced",
     RunState.DISMISSED: "merged, advance dismissed",
+    RunState.CANCELLED: "cancelled",
+    RunState.ABANDONED: "abandoned (its worker died)",
 }
 
 Blocks = list[dict[str, Any]]

@@ -23,6 +23,8 @@ class RunState(StrEnum):
     MERGED = "merged"  # merged, awaiting a maintainer's approval to advance
     ADVANCED = "advanced"
     DISMISSED = "dismissed"  # merged, a maintainer chose not to advance from this prompt
+    CANCELLED = "cancelled"  # someone ran /track cancel
+    ABANDONED = "abandoned"  # its worker died mid-run; never re-run by itself
 
     @property
     def active(self) -> bool:
@@ -128,6 +130,8 @@ class Run(BaseModel):
     draft: bool = False
     agent_summary: str = ""
     stop_reason: str | None = None
+    cancelled_by: str | None = None
+    retry_of: str | None = None  # the run this one retries
     error: str | None = None
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None

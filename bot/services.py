@@ -42,7 +42,6 @@ class Services:
     redact: Redactor = field(init=False)
     store: RunStore = field(init=False)
     queue: Queue = field(init=False)
-    github: GitHubRepo = field(init=False)
     slack_client: WebClient = field(init=False)
     poster: SlackPoster = field(init=False)
 
@@ -51,16 +50,23 @@ class Services:
         self.redact = Redactor(settings.secret_values())
         self.store = RunStore(self.redis)
         self.queue = Queue(QUEUE_NAME, connection=self.redis)
-        self.github = GitHubRepo(
-            settings.github_token.get_secret_value(),
-            settings.github_repository,
-            settings.github_api_url,
-            write_interval_s=settings.github_write_interval_s,
-        )
+        self._github: dict[str, GitHubRepo] = {}
         self.slack_client = WebClient(
             token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, timeout=15
         )
         self.poster = SlackPoster(self.slack_client, self.redact)
+
+    def github(self, repository: str) -> GitHubRepo:
+        """The GitHub adapter of one repository (one client per repository, reused)."""
+        if repository not in self._github:
+            settings = self.settings
+            self._github[repository] = GitHubRepo(
+                settings.github_token.get_secret_value(),
+                repository,
+                settings.github_api_url,
+                write_interval_s=settings.github_write_interval_s,
+            )
+        return self._github[repository]
 
     @classmethod
     def from_settings(cls, settings: Settings, redis: Redis | None = None) -> Services:

@@ -62,12 +62,13 @@ class GitHubWebhook:
             return WebhookAnswer(200, "duplicate delivery ignored")
         pr = payload.get("pull_request") or {}
         repo = (payload.get("repository") or {}).get("full_name")
-        if repo != self.services.settings.github_repository:
-            return WebhookAnswer(202, f"not the configured repository ({repo})")
+        if repo not in self.services.settings.repositories:
+            return WebhookAnswer(202, f"not a configured repository ({repo})")
         if payload.get("action") != "closed" or not pr.get("merged"):
             return WebhookAnswer(202, "not a merge")
         try:
             run = self.advancer.prompt_for_merge(
+                str(repo),
                 str((pr.get("head") or {}).get("ref", "")),
                 int(pr.get("number", 0)),
                 (pr.get("merged_by") or payload.get("sender") or {}).get("login"),

@@ -19,7 +19,7 @@ GOOD = {
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.MonkeyPatch:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)  # no stray .env
-    for name in [*GOOD, "REDIS_URL", "TRACKBOT_RUNNERS", "SLACK_APP_TOKEN", "GITHUB_API_URL", "TRACKBOT_AGENT_TIMEOUT"]:
+    for name in [*GOOD, "REDIS_URL", "TRACKBOT_CHANNELS", "TRACKBOT_GIT_URL", "TRACKBOT_RUNNERS", "SLACK_APP_TOKEN", "GITHUB_API_URL", "TRACKBOT_AGENT_TIMEOUT"]:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -30,7 +30,7 @@ def test_good_environment_gives_settings(env: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.github_repository == "acme/widgets"
     assert settings.maintainers == ["U012AB3CD", "U045EF6GH"]
-    assert settings.clone_url == "https://github.com/acme/widgets.git"
+    assert settings.clone_url("acme/widgets") == "https://github.com/acme/widgets.git"
     assert settings.may_run("U999ANYONE")  # no runners configured: anyone may run
     assert not settings.is_maintainer("U999ANYONE")
 
@@ -70,7 +70,7 @@ def test_enterprise_api_url_gives_enterprise_clone_url(env: pytest.MonkeyPatch) 
     env.setenv("GITHUB_API_URL", "https://ghe.example.com/api/v3/")
     settings = load_settings()
     assert settings.github_api_url == "https://ghe.example.com/api/v3"
-    assert settings.clone_url == "https://ghe.example.com/acme/widgets.git"
+    assert settings.clone_url("acme/widgets") == "https://ghe.example.com/acme/widgets.git"
 
 
 def test_cli_reports_config_errors_without_traceback(
@@ -82,3 +82,27 @@ def test_cli_reports_config_errors_without_traceback(
     err = capsys.readouterr().err
     assert "trackbot is not configured correctly" in err and "SLACK_BOT_TOKEN" in err
     assert "Traceback" not in err
+
+
+def test_channels_map_each_channel_to_its_repository(env: pytest.MonkeyPatch) -> None:
+    for name, value in GOOD.items():
+        env.setenv(name, value)
+    env.delenv("GITHUB_REPOSITORY")
+    env.setenv("TRACKBOT_CHANNELS", "C0WIDGETS=acme/widgets, C0GADGETS=acme/gadgets")
+    env.setenv("TRACKBOT_GIT_URL", "/srv/git/{repo}.git")
+    settings = load_settings()
+    assert settings.repositories == ["acme/widgets", "acme/gadgets"]
+    assert settings.repository_for_channel("C0GADGETS") == "acme/gadgets"
+    assert settings.repository_for_channel("C0ELSEWHERE") is None  # runs only where configured
+    assert settings.clone_url("acme/gadgets") == "/srv/git/acme/gadgets.git"
+
+
+def test_a_repository_is_required_one_way_or_the_other(env: pytest.MonkeyPatch) -> None:
+    for name, value in GOOD.items():
+        env.setenv(name, value)
+    env.delenv("GITHUB_REPOSITORY")
+    with pytest.raises(ConfigError, match="GITHUB_REPOSITORY: missing .or set TRACKBOT_CHANNELS"):
+        load_settings()
+    env.setenv("TRACKBOT_CHANNELS", "general=acme/widgets")
+    with pytest.raises(ConfigError, match="TRACKBOT_CHANNELS: not CHANNEL_ID=owner/name: general=acme/widgets"):
+        load_settings()

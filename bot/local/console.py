@@ -305,7 +305,7 @@ class LocalStack:
     def wait(self, seconds: float) -> None:
         """Until no run is queued or running (and the worker is alive), at most `seconds`."""
         assert self.services is not None
-        store, repo = self.services.store, self.services.settings.github_repository
+        store, repo = self.services.store, self.services.settings.repositories[0]
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if store.lock_holder(repo) is None and self.services.queue.count == 0:
@@ -332,7 +332,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "SLACK_SIGNING_SECRET": settings.slack_signing_secret.get_secret_value(),
         "SLACK_API_URL": settings.slack_api_url,
         "GITHUB_TOKEN": settings.github_token.get_secret_value(),
-        "GITHUB_REPOSITORY": settings.github_repository,
+        "GITHUB_REPOSITORY": settings.github_repository or "",
         "GITHUB_API_URL": settings.github_api_url,
         "GITHUB_WEBHOOK_SECRET": settings.github_webhook_secret.get_secret_value(),
         "TRACKBOT_MAINTAINERS": ",".join(settings.maintainers),
@@ -346,6 +346,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     }
     if settings.git_url:
         env["TRACKBOT_GIT_URL"] = settings.git_url
+    if settings.channels:
+        env["TRACKBOT_CHANNELS"] = ",".join(f"{c}={r}" for c, r in settings.channels.items())
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
     return env
