@@ -11,14 +11,15 @@ from typing import Any
 from bot.adapters.github import GitHubError, GitHubFiles
 from bot.adapters.slack import SlackError
 from bot.knob import KnobError, NextTrack, parse_knob
-from bot.plan import DocNotFound, TrackDoc, resolve_track_doc
+from bot.plan import DocNotFound, TrackDoc, known_tracks, resolve_track_doc
 from bot.render import STATE_WORDS, STEP_TITLES, help_text, mention, parent_text, section
 from bot.runs import Run, RunState
 from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-SUBCOMMANDS = ("status", "run", "advance", "help")
+SUBCOMMANDS = ("status", "run", "advance", "plan", "history", "help")
+HISTORY_LIMIT = 10
 
 
 @dataclass
@@ -62,6 +63,10 @@ class Commands:
             return self.status(repo)
         if name == "run":
             return self.run(repo, user, channel)
+        if name == "plan":
+            return self.plan(repo)
+        if name == "history":
+            return self.history(repo)
         from bot.advance import Advancer  # advance imports commands' Reply
 
         return Advancer(self.services).advance_command(repo, user, channel)
@@ -94,18 +99,75 @@ class Commands:
         return NextTrackView(knob, doc)
 
     def status(self, repo: str) -> Reply:
-        """The knob, the next track and its doc, and what is happening to it."""
+        """A card: plan version, the next track and a link to its doc, its state, queue position, last run."""
         view = self.read_next_track(repo)
         if isinstance(view, Reply):
             return view
         knob, doc = view.knob, view.doc
-        lines = [f"*{repo}* — plan `{knob.plan_version or '-'}`, NEXT_TRACK = *{knob.next_track}*"]
+        head = f"*{repo}* — plan `{knob.plan_version or '-'}`, NEXT_TRACK = *{knob.next_track}*"
         if isinstance(doc, DocNotFound):
-            lines.append(f":octagonal_sign: No doc for the next track. {doc.message}")
-            return Reply("\n".join(lines), [section("\n".join(lines))], ephemeral=False)
-        lines.append(f"Track {doc.number}: *{doc.slug}* — doc `{doc.path}`")
-        lines.append("State: " + self.describe_state(repo, knob.next_track))
-        return Reply("\n".join(lines), [section("\n".join(lines))], ephemeral=False)
+            text = f"{head}\n:octagonal_sign: No doc for the next track. {doc.message}"
+            return Reply(text, [section(text)], ephemeral=False)
+        settings = self.services.settings
+        doc_url = f"{settings.github_web_url}/{repo}/blob/{settings.base_branch}/{doc.path}"
+        lines = [
+            head,
+            f"Track {doc.number}: *{doc.slug}* — doc <{doc_url}|`{doc.path}`>",
+            "State: " + self.describe_state(repo, knob.next_track),
+        ]
+        position = self.queue_position(repo)
+        if position is not None:
+            lines.append(f"Queue position: {position}")
+        last = self.services.store.latest(repo)
+        if last is not None:
+            lines.append(f"Last run: {describe_run(last)}")
+        text = "\n".join(lines)
+        return Reply(text, [section(text)], ephemeral=False)
+
+    def queue_position(self, repo: str) -> int | None:
+        """1-based position of the repository's queued run in the shared queue, if it is waiting."""
+        holder = self.services.store.lock_holder(repo)
+        if holder is None:
+            return None
+        ids = self.services.queue.get_job_ids()
+        return ids.index(holder) + 1 if holder in ids else None
+
+    def plan(self, repo: str) -> Reply:
+        """Every track of the plan with its state: merged (with its PR), next, upcoming."""
+        view = self.read_next_track(repo)
+        if isinstance(view, Reply):
+            return view
+        knob = view.knob
+        services = self.services
+        try:
+            numbers = known_tracks(knob, GitHubFiles(services.github(repo), services.settings.base_branch))
+        except GitHubError as error:
+            return Reply(f":warning: I could not list the plan's tracks: {services.redact(str(error))}.")
+        numbers = sorted(set(numbers) | {knob.next_track})
+        runs = services.store.runs(repo, limit=200)
+        lines = [f"*{repo}* — plan `{knob.plan_version or '-'}`"]
+        for number in numbers:
+            entry = knob.entry(number)
+            name = f"Track {number}" + (f": {entry.slug}" if entry else "")
+            done = next((r for r in runs if r.track == number and r.state is RunState.ADVANCED), None)
+            if number < knob.next_track:
+                pr = f" — PR #{done.pr_number} {done.pr_url}" if done and done.pr_number else ""
+                lines.append(f":white_check_mark: {name} — merged{pr}")
+            elif number == knob.next_track:
+                lines.append(f":arrow_right: {name} — next: {self.describe_state(repo, number)}")
+            else:
+                lines.append(f":white_circle: {name} — upcoming")
+        text = "\n".join(lines)
+        return Reply(text, [section(text)], ephemeral=False)
+
+    def history(self, repo: str) -> Reply:
+        """The last runs: who, when, outcome, PR."""
+        runs = self.services.store.runs(repo, limit=HISTORY_LIMIT)
+        if not runs:
+            return Reply(f"No runs of {repo} yet.", ephemeral=False)
+        lines = [f"*{repo}* — last {len(runs)} run(s)"] + [f"• {describe_run(run)}" for run in runs]
+        text = "\n".join(lines)
+        return Reply(text, [section(text)], ephemeral=False)
 
     def describe_state(self, repo: str, track: int) -> str:
         """idle, queued, running (with its step), PR open, merged awaiting advance, failed..."""
@@ -221,3 +283,12 @@ class Commands:
             services.store.release_lock(run.repo, run.id)
             return Reply(f":boom: I could not queue the run ({services.redact(str(error))}). Try again.")
         return Reply(f"Queued {parent_text(run)}. Progress follows in {self.link(run)}.")
+
+
+def describe_run(run: Run) -> str:
+    """One line: track, outcome, who, when, PR."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(run.created_at))
+    pr = f", PR #{run.pr_number} {run.pr_url}" if run.pr_number else ""
+    reason = run.stop_reason or run.error
+    why = f" ({reason})" if reason and run.state in (RunState.STOPPED, RunState.FAILED) else ""
+    return f"Track {run.track}: {run.slug} — {STATE_WORDS[run.state]}{why} — {mention(run.requested_by)}, {when}{pr}"

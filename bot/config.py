@@ -196,6 +196,14 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def github_web_url(self) -> str:
+        """Where people browse the repositories (github.com, or the Enterprise host)."""
+        api = self.github_api_url.rstrip("/")
+        if api == "https://api.github.com":
+            return "https://github.com"
+        return api.removesuffix("/api/v3")
+
+    @property
     def repositories(self) -> list[str]:
         """Every repository this deployment serves."""
         repos = list(dict.fromkeys(self.channels.values()))

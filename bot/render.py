@@ -248,5 +248,7 @@ def help_text(suggestion: str | None = None) -> str:
         "• `/track status` — the next track, its doc and what is happening\n"
         "• `/track run` — run the next track: branch, agent, guardrails, gates, one commit, PR\n"
         "• `/track advance` — (maintainers) advance NEXT_TRACK after the track's PR merged\n"
+        "• `/track plan` — every track of the plan: merged, next, upcoming\n"
+        "• `/track history` — the last 10 runs: who, when, outcome, PR\n"
         "• `/track help` — this message"
     )

@@ -259,7 +259,11 @@ def test_status_shows_the_knob_the_track_its_doc_and_idle(make_stack) -> None:  
     stack = make_stack()
     answer = command(stack, "status")
     assert "NEXT_TRACK = *1*" in answer.text
-    assert "Track 1: *hello-endpoint* — doc `docs/plan/v1/tracks/track-01-hello-endpoint.md`" in answer.text
+    doc = "docs/plan/v1/tracks/track-01-hello-endpoint.md"
+    assert (
+        f"Track 1: *hello-endpoint* — doc <{stack.github.api_url}/local/sample-upstream/blob/main/{doc}|`{doc}`>"
+        in (answer.text)
+    )
     assert "State: idle" in answer.text
     assert answer.response_type == "in_channel"
 
