@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -116,9 +117,13 @@ def _blocks(lines: list[str]) -> list[_Block]:
     return blocks
 
 
+# Headings that say the opposite: "What you must NOT change", "Out of scope", "Non-goals".
+_NEGATED_RE = re.compile(r"\b(?:not|never|forbidden|out of scope|off[- ]limits|non[- ]goals?)\b|n't\b")
+
+
 def _is_allowed_heading(key: str) -> bool:
     """Whether a heading introduces what the track may change ("Scope", "Allowed changes", ...)."""
-    if re.search(r"\b(?:not|never|forbidden|out of scope|off[- ]limits|non[- ]goals?)\b|n't\b", key):
+    if _NEGATED_RE.search(key):
         return False
     if "allowed" in key and re.search(r"\b(?:chang|edit|touch|modif|path|file|scope)", key):
         return True
@@ -134,21 +139,20 @@ def _is_gates_heading(key: str) -> bool:
     return bool(re.search(r"\bgates?\b", key)) or key in ("required checks", "checks")
 
 
-def _qualifying_lines(lines: list[str], blocks: list[_Block], predicate: object) -> list[str]:
+def _qualifying_lines(lines: list[str], blocks: list[_Block], predicate: Callable[[str], bool]) -> list[str]:
     """Own lines of every block whose heading matches, or whose parent matches and is not negated.
 
     A subsection ("### Backend") under "## Allowed changes" belongs to it; a subsection that
     says the opposite ("### Not allowed") does not, so inheritance stops at headings that
-    would be rejected on their own merits by the allowed/gates predicates' negations.
+    is not.
     """
-    assert callable(predicate)
     selected: list[str] = []
     stack: list[tuple[int, bool]] = []  # (level, qualifies)
     for block in blocks:
         while stack and stack[-1][0] >= block.level:
             stack.pop()
         inherited = bool(stack) and stack[-1][1]
-        negated = bool(re.search(r"\b(?:not|never|forbidden|out of scope|non[- ]goals?)\b|n't\b", block.key))
+        negated = bool(_NEGATED_RE.search(block.key))
         qualifies = bool(predicate(block.key)) or (inherited and not negated)
         stack.append((block.level, qualifies))
         if qualifies:
@@ -477,8 +481,7 @@ def allowed_forbidden(spec: TrackSpec, rules: Rules) -> list[str]:
         literal, exact = _literal_prefix(pattern)
         for prefix in rules.forbidden_prefixes:
             if prefix.endswith("/"):
-                under = (literal if exact else literal).rstrip("/") + "/"
-                hit = under.startswith(prefix) if (exact or literal) else False
+                hit = bool(literal) and (literal.rstrip("/") + "/").startswith(prefix)
             else:
                 hit = exact and literal.rstrip("/") == prefix
             if hit:

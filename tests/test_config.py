@@ -19,7 +19,16 @@ GOOD = {
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.MonkeyPatch:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)  # no stray .env
-    for name in [*GOOD, "REDIS_URL", "TRACKBOT_CHANNELS", "TRACKBOT_GIT_URL", "TRACKBOT_RUNNERS", "SLACK_APP_TOKEN", "GITHUB_API_URL", "TRACKBOT_AGENT_TIMEOUT"]:
+    for name in [
+        *GOOD,
+        "REDIS_URL",
+        "TRACKBOT_CHANNELS",
+        "TRACKBOT_GIT_URL",
+        "TRACKBOT_RUNNERS",
+        "SLACK_APP_TOKEN",
+        "GITHUB_API_URL",
+        "TRACKBOT_AGENT_TIMEOUT",
+    ]:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -101,7 +110,7 @@ def test_a_repository_is_required_one_way_or_the_other(env: pytest.MonkeyPatch) 
     for name, value in GOOD.items():
         env.setenv(name, value)
     env.delenv("GITHUB_REPOSITORY")
-    with pytest.raises(ConfigError, match="GITHUB_REPOSITORY: missing .or set TRACKBOT_CHANNELS"):
+    with pytest.raises(ConfigError, match=r"GITHUB_REPOSITORY: missing \(or set TRACKBOT_CHANNELS"):
         load_settings()
     env.setenv("TRACKBOT_CHANNELS", "general=acme/widgets")
     with pytest.raises(ConfigError, match="TRACKBOT_CHANNELS: not CHANNEL_ID=owner/name: general=acme/widgets"):
