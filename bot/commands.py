@@ -62,7 +62,11 @@ class Commands:
         if name == "status":
             return self.status(repo)
         if name == "run":
-            return self.run(repo, user, channel)
+            flags = {w.lower() for w in words[1:]}
+            unknown = flags - {"--dry-run"}
+            if unknown:
+                return Reply(f"`/track run` does not take {', '.join(sorted(unknown))}. " + help_text())
+            return self.run(repo, user, channel, dry_run="--dry-run" in flags)
         if name == "plan":
             return self.plan(repo)
         if name == "history":
@@ -211,7 +215,7 @@ class Commands:
                 return busy
             time.sleep(0.05)
 
-    def run(self, repo: str, user: str, channel: str) -> Reply:
+    def run(self, repo: str, user: str, channel: str, dry_run: bool = False) -> Reply:
         """Queue a run of the next track, unless the repository is busy or the track is not ready."""
         services = self.services
         settings = services.settings
@@ -224,7 +228,7 @@ class Commands:
         knob, doc = view.knob, view.doc
         if isinstance(doc, DocNotFound):
             return Reply(f":octagonal_sign: STOP — {doc.message}", ephemeral=False)
-        latest = services.store.latest(repo, knob.next_track)
+        latest = None if dry_run else services.store.latest(repo, knob.next_track)
         if latest is not None and latest.state is RunState.PR_OPEN:
             return Reply(
                 f"Track {latest.track} already has PR #{latest.pr_number} open: {latest.pr_url}. "
@@ -244,6 +248,7 @@ class Commands:
             branch=services.rules.branch(doc.number, doc.slug),
             requested_by=user,
             channel=channel,
+            dry_run=dry_run,
         )
         # Saved (not yet listed) before taking the lock: a concurrent `/track run` that finds the lock
         # must find its holder's record too, or it takes the lock over as stale and both runs start.

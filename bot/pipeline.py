@@ -67,8 +67,11 @@ def run_steps(ctx: RunContext, steps: list[tuple[str, Step]], on_change: Callabl
             run.error = f"{name}: {result.summary}"
             break
     else:
-        run.state = RunState.PR_OPEN if run.pr_number is not None else RunState.FAILED
-        if run.pr_number is None and run.error is None:
+        if run.dry_run:
+            run.state = RunState.DRY_RUN
+        else:
+            run.state = RunState.PR_OPEN if run.pr_number is not None else RunState.FAILED
+        if run.pr_number is None and run.error is None and not run.dry_run:
             run.error = "the run ended without a PR"
     run.current_step = None
     run.finished_at = time.time()

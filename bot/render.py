@@ -38,6 +38,7 @@ STATE_WORDS: dict[RunState, str] = {
     RunState.DISMISSED: "merged, advance dismissed",
     RunState.CANCELLED: "cancelled",
     RunState.ABANDONED: "abandoned (its worker died)",
+    RunState.DRY_RUN: "dry run done (nothing pushed)",
 }
 
 Blocks = list[dict[str, Any]]
@@ -78,7 +79,8 @@ def buttons(*items: tuple[str, str, str, str | None]) -> dict[str, Any]:
 
 def parent_text(run: Run) -> str:
     """The channel message a run's thread hangs from."""
-    return f"{track_title(run)} — queued by {mention(run.requested_by)}"
+    kind = "dry run queued" if run.dry_run else "queued"
+    return f"{track_title(run)} — {kind} by {mention(run.requested_by)}"
 
 
 def progress_text(run: Run) -> str:
@@ -155,6 +157,8 @@ def remains(run: Run) -> list[str]:
         todo.append("Fix what stopped the run (above), then `/track run` again.")
     elif run.state is RunState.FAILED:
         todo.append("A fault stopped the run (above); fix it and `/track run` again.")
+    elif run.state is RunState.DRY_RUN:
+        todo.append("`/track run` (without --dry-run) pushes the branch and opens the PR.")
     for gate in run.gates:
         if gate.status is GateStatus.NOT_RUN:
             todo.append(f"Run the gate `{gate.command}` yourself: {gate.reason}.")
@@ -213,6 +217,9 @@ def report_text(run: Run) -> str:
             if run.pr_number is None
             else f":boom: *Failed* — {run.error}."
         )
+    if run.state is RunState.DRY_RUN:
+        lines.append(":test_tube: *Dry run* — everything but the push and the PR. The change:")
+        lines.append(f"```{run.diff_stat or '(empty)'}```")
     if run.pr_url:
         draft = " (draft: a gate failed)" if run.draft else ""
         lines.append(f":link: PR #{run.pr_number}{draft}: {run.pr_url}")
@@ -247,6 +254,7 @@ def help_text(suggestion: str | None = None) -> str:
         f"{lead}Usage:\n"
         "• `/track status` — the next track, its doc and what is happening\n"
         "• `/track run` — run the next track: branch, agent, guardrails, gates, one commit, PR\n"
+        "• `/track run --dry-run` — everything but the push and the PR; the report shows the diff stat\n"
         "• `/track advance` — (maintainers) advance NEXT_TRACK after the track's PR merged\n"
         "• `/track plan` — every track of the plan: merged, next, upcoming\n"
         "• `/track history` — the last 10 runs: who, when, outcome, PR\n"

@@ -25,6 +25,7 @@ class RunState(StrEnum):
     DISMISSED = "dismissed"  # merged, a maintainer chose not to advance from this prompt
     CANCELLED = "cancelled"  # someone ran /track cancel
     ABANDONED = "abandoned"  # its worker died mid-run; never re-run by itself
+    DRY_RUN = "dry_run"  # /track run --dry-run finished: everything but the push and the PR
 
     @property
     def active(self) -> bool:
@@ -132,6 +133,8 @@ class Run(BaseModel):
     stop_reason: str | None = None
     cancelled_by: str | None = None
     retry_of: str | None = None  # the run this one retries
+    dry_run: bool = False
+    diff_stat: str = ""
     error: str | None = None
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None

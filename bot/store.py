@@ -40,7 +40,8 @@ class RunStore:
         pipe.set(self._key("run", run.id), run.model_dump_json())
         pipe.lpush(self._key("runs", run.repo), run.id)
         pipe.ltrim(self._key("runs", run.repo), 0, 499)
-        pipe.hset(self._key("branch", run.repo), run.branch, run.id)
+        if not run.dry_run:  # merges are matched to the run that pushed the branch
+            pipe.hset(self._key("branch", run.repo), run.branch, run.id)
         pipe.execute()
 
     def discard(self, run_id: str) -> None:
@@ -54,9 +55,10 @@ class RunStore:
         return [run for run in found if run is not None]
 
     def latest(self, repo: str, track: int | None = None) -> Run | None:
-        """The newest run of a repository (of one track, when given)."""
+        """The newest run of a repository; given a track, its newest real run (dry runs tell nothing
+        about the track's PR)."""
         for run in self.runs(repo, limit=50):
-            if track is None or run.track == track:
+            if track is None or (run.track == track and not run.dry_run):
                 return run
         return None
 

@@ -49,3 +49,32 @@ def test_a_channel_not_mapped_to_a_repository_is_told_where_to_go(make_stack) ->
     assert "This channel is not set up for trackbot. Use <#C0OTHER> (local/sample-upstream)" in answer.text
     assert stack.services.store.runs("local/sample-upstream") == []
     assert CHANNEL_ID not in stack.services.settings.channels
+
+
+def test_dry_run_does_everything_but_push_and_pr(make_stack) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    stack = make_stack()
+    stack.handle("/track run --dry-run")
+    stack.handle(":wait 120")
+    texts = [m.text for m in stack.slack.snapshot()]
+    assert any(t.startswith("Track 1: hello-endpoint — dry run queued by") for t in texts)
+    report = next(t for t in texts if t.startswith("*Report — Track 1"))
+    assert "*Dry run*" in report and "scripts/hello.sh" in report and "2 files changed" in report
+    assert "script scripts/hello.sh: **passed**" in report
+    assert stack.github.pulls() == []
+    branches = subprocess.run(
+        ["git", "--git-dir", str(stack.repo), "branch", "--list", "track-*"], capture_output=True, text=True, check=True
+    ).stdout
+    assert branches.strip() == ""
+    # The dry run does not stand in the way of the real run.
+    stack.handle("/track run")
+    stack.handle(":wait 120")
+    assert [p.title for p in stack.github.pulls()] == ["Track 1: hello-endpoint"]
+
+
+def test_run_refuses_unknown_flags(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack()
+    answer = command(stack, "run --force")
+    assert answer.text.startswith("`/track run` does not take --force.")
+    assert stack.services.store.runs("local/sample-upstream") == []

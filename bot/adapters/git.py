@@ -176,6 +176,10 @@ class TrackClone:
         self.git("update-ref", f"refs/heads/{branch}", sha, doing="git update-ref")
         return sha
 
+    def diff_stat(self, base: str, commit: str) -> str:
+        """`git diff --stat` of the one commit, for dry-run reports."""
+        return self.git("diff", "--stat", base, commit, doing="git diff --stat").strip()
+
     def push(self, branch: str, sha: str, expected_remote: str | None) -> None:
         """Push `sha` to `branch`, refusing to overwrite anything but what we last saw there."""
         lease = f"--force-with-lease=refs/heads/{branch}:{expected_remote or ''}"

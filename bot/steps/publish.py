@@ -12,12 +12,15 @@ def commit(ctx: RunContext) -> StepResult:
     run = ctx.run
     message = ctx.rules.commit_message(run.track, run.slug)
     run.commit_sha = ctx.clone.commit(ctx.tree_sha, ctx.base_sha, message, run.branch)
+    run.diff_stat = ctx.clone.diff_stat(ctx.base_sha, run.commit_sha)
     return StepResult(name="commit", outcome=Outcome.OK, summary=f"`{message}` ({run.commit_sha[:8]})")
 
 
 def push(ctx: RunContext) -> StepResult:
     """Push the branch, but only while this run still holds the repository's lock."""
     run = ctx.run
+    if run.dry_run:
+        return StepResult(name="push", outcome=Outcome.SKIPPED, summary="dry run: nothing pushed")
     if not ctx.holds_lock():
         return StepResult(
             name="push",
@@ -32,6 +35,8 @@ def push(ctx: RunContext) -> StepResult:
 def pull_request(ctx: RunContext) -> StepResult:
     """Open the PR `Track {N}: {slug}` (a draft when a gate failed), or update the branch's open one."""
     run = ctx.run
+    if run.dry_run:
+        return StepResult(name="pull_request", outcome=Outcome.SKIPPED, summary="dry run: no PR")
     run.draft = bool(run.failed_gates())
     title = ctx.rules.pr_title(run.track, run.slug)
     body = ctx.redact(report_markdown(run, ctx.rules))
