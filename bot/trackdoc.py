@@ -367,6 +367,20 @@ def parse_track_doc(text: str) -> TrackSpec:
 # --- path patterns -------------------------------------------------------------------------
 
 
+def _class_body(body: str) -> str:
+    """A glob character class's body as a regex class body: only `a-z` ranges keep their meaning."""
+    out: list[str] = []
+    can_range = False
+    for position, char in enumerate(body):
+        if char == "-" and can_range and position + 1 < len(body):
+            out.append("-")
+            can_range = False
+        else:
+            out.append(re.escape(char))
+            can_range = True
+    return "".join(out)
+
+
 def _segment_regex(segment: str) -> str:
     """A regex for one path segment of a pattern: `*` and `?` never cross `/`."""
     out: list[str] = []
@@ -378,15 +392,17 @@ def _segment_regex(segment: str) -> str:
         elif char == "?":
             out.append("[^/]")
         elif char == "[":
-            close = segment.find("]", index + 2 if segment[index + 1 : index + 2] in ("!", "^") else index + 1)
+            start = index + 1
+            start += 1 if segment[start : start + 1] in ("!", "^") else 0
+            start += 1 if segment[start : start + 1] == "]" else 0  # a leading `]` is literal
+            close = segment.find("]", start)
             if close == -1:
                 out.append(re.escape(char))
             else:
                 body = segment[index + 1 : close]
                 negate = body[:1] in ("!", "^")
-                body = body[1:] if negate else body
-                body = body.replace("\\", "\\\\").replace("^", "\\^")
-                out.append(f"[{'^' if negate else ''}{body}]" if not negate else f"[^/{body}]")
+                body = _class_body(body[1:] if negate else body)
+                out.append(f"[^/{body}]" if negate else f"[{body}]")
                 index = close
         else:
             out.append(re.escape(char))
@@ -419,7 +435,11 @@ def _compile_pattern(pattern: str) -> tuple[re.Pattern[str] | None, bool]:
             regex += "(?:[^/]+/)*"  # zero or more folders
         else:
             regex += _segment_regex(segment) + ("" if last else "/")
-    return re.compile(regex + r"\Z"), directory_only
+    try:
+        return re.compile(regex + r"\Z"), directory_only
+    except re.error:
+        # A class like `[z-a]` that no regex accepts: the pattern can only mean itself, literally.
+        return re.compile(re.escape("/".join(segments)) + r"\Z"), directory_only
 
 
 def path_matches(path: str, pattern: str) -> bool:
