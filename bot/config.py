@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
+SLACK_GROUP_RE = re.compile(r"^S[A-Z0-9]{2,}$")
 CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
 DEFAULT_AGENT_COMMAND = "codex exec --json --sandbox workspace-write -C {worktree} -"
@@ -53,6 +54,23 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
         "seconds between GitHub writes (GitHub asks for 1)",
     ),
     "agent_env_passthrough": ("TRACKBOT_AGENT_ENV", "comma-separated variable names the agent may see"),
+    # -- roles (bot/roles.py) and the merge poller (bot/poller.py) --
+    "maintainer_groups": (
+        "TRACKBOT_MAINTAINER_GROUPS",
+        "comma-separated Slack user group IDs whose members approve advances, e.g. S012AB3CD",
+    ),
+    "runner_groups": (
+        "TRACKBOT_RUNNER_GROUPS",
+        "comma-separated Slack user group IDs whose members may /track run, e.g. S045EF6GH",
+    ),
+    "two_person_rule": (
+        "TRACKBOT_TWO_PERSON_RULE",
+        "true or false: whoever queued a run may not approve its advance",
+    ),
+    "poll_interval_s": (
+        "TRACKBOT_POLL_INTERVAL",
+        "seconds between merge polls of open PRs, 0 = off (default 60 in Socket Mode, else 0)",
+    ),
 }
 
 
@@ -97,7 +115,50 @@ class Settings(BaseSettings):
     )
     github_webhook_secret: SecretStr = _env("github_webhook_secret")
     git_url: str | None = Field(default=None, validation_alias=AliasChoices("TRACKBOT_GIT_URL", "git_url"))
-    maintainers: Annotated[list[str], NoDecode] = _env("maintainers")
+    # -- roles (bot/roles.py) and the merge poller (bot/poller.py); the groups are declared before
+    # maintainers because "at least one maintainer" is satisfied by maintainer groups too.
+    maintainer_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("TRACKBOT_MAINTAINER_GROUPS", "maintainer_groups")
+    )
+    runner_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("TRACKBOT_RUNNER_GROUPS", "runner_groups")
+    )
+    two_person_rule: bool = Field(
+        default=False, validation_alias=AliasChoices("TRACKBOT_TWO_PERSON_RULE", "two_person_rule")
+    )
+    poll_interval_s: float = Field(
+        default=None,
+        ge=0,
+        validate_default=True,
+        validation_alias=AliasChoices("TRACKBOT_POLL_INTERVAL", "poll_interval_s"),
+    )
+
+    @field_validator("maintainer_groups", "runner_groups", mode="before")
+    @classmethod
+    def _group_csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("maintainer_groups", "runner_groups")
+    @classmethod
+    def _group_ids(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not SLACK_GROUP_RE.match(v)]
+        if bad:
+            raise ValueError(f"not Slack user group IDs: {', '.join(bad)}")
+        return value
+
+    @field_validator("poll_interval_s", mode="before")
+    @classmethod
+    def _poll_default(cls, value: Any, info: ValidationInfo) -> Any:
+        # Socket Mode usually means no public URL for GitHub's webhook: poll for merges instead.
+        if value is None or value == "":
+            return 60.0 if info.data.get("slack_app_token") is not None else 0.0
+        return value
+
+    maintainers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validate_default=True,
+        validation_alias=AliasChoices("TRACKBOT_MAINTAINERS", "maintainers"),
+    )
     runners: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("TRACKBOT_RUNNERS", "runners")
     )
@@ -139,9 +200,12 @@ class Settings(BaseSettings):
 
     @field_validator("maintainers")
     @classmethod
-    def _at_least_one_maintainer(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one maintainer is needed to approve advances")
+    def _at_least_one_maintainer(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # Maintainers OR maintainer groups suffice (a malformed groups setting is reported on its own).
+        if not value and "maintainer_groups" in info.data and not info.data["maintainer_groups"]:
+            raise ValueError(
+                "at least one maintainer (or TRACKBOT_MAINTAINER_GROUPS) is needed to approve advances"
+            )
         return value
 
     @field_validator("github_repository")

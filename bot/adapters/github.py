@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ class PullRef:
     merged: bool
     head: str
     draft: bool
+    merged_by: str | None = None  # the merger's GitHub login (filled by pull_if_changed)
 
 
 def _message(error: GithubException) -> str:
@@ -155,6 +157,41 @@ class GitHubRepo:
     def get_pull(self, number: int) -> PullRef:
         """A PR by number."""
         return self._call(f"read PR #{number}", lambda repo: _pull_ref(repo.get_pull(number)))
+
+    def pull_if_changed(self, number: int, etag: str | None) -> tuple[PullRef | None, str | None]:
+        """A PR by number with a conditional GET: `(None, etag)` when unchanged since `etag`, else `(PR, new ETag)`.
+
+        GitHub answers `If-None-Match` with 304 when nothing changed, and a 304 costs no rate limit,
+        so polling open PRs this way is free until one changes. PyGithub's `get_pull` sends no
+        conditional headers, hence its requester directly.
+        """
+
+        def fetch(repo: Any) -> tuple[PullRef | None, str | None]:
+            headers = {"If-None-Match": etag} if etag else {}
+            status, answer_headers, body = self._gh.requester.requestJson(
+                "GET", f"{repo.url}/pulls/{number}", headers=headers
+            )
+            new_etag = answer_headers.get("etag") or etag
+            if status == 304:
+                return None, new_etag
+            try:
+                data: Any = json.loads(body) if body else None
+            except ValueError:
+                data = None
+            if status >= 400 or not isinstance(data, dict):
+                raise GithubException(status, data, answer_headers)
+            pull = PullRef(
+                int(data.get("number") or number),
+                str(data.get("html_url") or ""),
+                str(data.get("state") or ""),
+                bool(data.get("merged")),
+                str((data.get("head") or {}).get("ref") or ""),
+                bool(data.get("draft")),
+                (data.get("merged_by") or {}).get("login"),
+            )
+            return pull, new_etag
+
+        return self._call(f"check PR #{number}", fetch)
 
 
 class GitHubFiles:

@@ -31,7 +31,7 @@ TEAM_NAME = "trackbot-local"
 BOT_USER_ID = "U0TRACKBOT"
 BOT_ID = "B0TRACKBOT"
 BOT_NAME = "trackbot"
-SCOPES = "commands,chat:write,users:read"
+SCOPES = "commands,chat:write,usergroups:read,users:read"
 PERMALINK_BASE = "https://local.slack.test/archives"
 
 
@@ -125,6 +125,8 @@ class SlackTwin:
         """Configure the twin; ``users`` maps user id -> name. Nothing listens until ``start()``."""
         self.bot_token = bot_token
         self.users = dict(users)
+        # User groups (`S…` id -> member user ids), served by usergroups.users.list; tests edit it freely.
+        self.usergroups: dict[str, list[str]] = {}
         self.host = host
         self.port = port
         self.on_message = on_message
@@ -395,6 +397,16 @@ class SlackTwin:
             }
         }
 
+    def _usergroups_users_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        group = str(params.get("usergroup") or "")
+        if not group:
+            raise _ApiError("invalid_arguments")
+        with self._cond:
+            members = self.usergroups.get(group)
+        if members is None:
+            raise _ApiError("no_such_subteam")
+        return {"users": list(members)}
+
     def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = str(params.get("channel") or "")
         if not channel:
@@ -463,6 +475,7 @@ _METHODS: dict[str, Callable[[SlackTwin, dict[str, Any]], dict[str, Any]]] = {
     "chat.postEphemeral": SlackTwin._post_ephemeral,
     "chat.getPermalink": SlackTwin._get_permalink,
     "users.info": SlackTwin._users_info,
+    "usergroups.users.list": SlackTwin._usergroups_users_list,
     "conversations.info": SlackTwin._conversations_info,
 }
 
