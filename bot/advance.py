@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from bot import audit
 from bot.adapters.github import GitHubError, GitHubFiles, StaleFile
 from bot.adapters.slack import SlackError
 from bot.commands import Reply
@@ -51,35 +52,40 @@ class Advancer:
         services.store.save(run)
         return run
 
-    def refuse_non_maintainer(self, user: str) -> Reply | None:
-        """A refusal naming who may approve, or None for a maintainer."""
-        settings = self.services.settings
-        if settings.is_maintainer(user):
+    def refusal(self, user: str, run: Run | None, action: str) -> Reply | None:
+        """Who may not approve (non-maintainers; with the two-person rule, whoever queued the run),
+        recorded in the audit log; None when `user` may."""
+        services = self.services
+        why = services.roles.check_approver(user, run.requested_by if run else None)
+        if why is None:
             return None
-        who = ", ".join(mention(m) for m in settings.maintainers)
-        return Reply(f":no_entry: Only a maintainer can approve advancing NEXT_TRACK: {who}.")
+        repo = run.repo if run else ""
+        audit.record(services.redis, "refused", user, repo, action, run.id if run else None, why)
+        return Reply(why)
 
     def approve(self, run_id: str, user: str) -> Reply:
         """A click on Approve: a maintainer's advances the knob; anyone else is told who may."""
-        refusal = self.refuse_non_maintainer(user)
+        run = self.services.store.get(run_id)
+        refusal = self.refusal(user, run, "approve advance")
         if refusal is not None:
             return refusal
-        run = self.services.store.get(run_id)
         if run is None:
             return Reply("That run is no longer known; use `/track status`.")
         return self.advance(run, user)
 
     def dismiss(self, run_id: str, user: str) -> Reply:
         """A maintainer declines this prompt; NEXT_TRACK stays as it is."""
-        refusal = self.refuse_non_maintainer(user)
-        if refusal is not None:
-            return refusal
+        services = self.services
+        if not services.roles.is_maintainer(user):
+            audit.record(services.redis, "refused", user, "", "dismiss advance", run_id)
+            return Reply(f":no_entry: Only a maintainer can dismiss this: {services.roles.who_may_approve()}.")
         store = self.services.store
         run = store.get(run_id)
         if run is None or run.state is not RunState.MERGED:
             return Reply("Nothing to dismiss: that run is not waiting for an advance.")
         run.state = RunState.DISMISSED
         store.save(run)
+        audit.record(services.redis, "dismissed", user, run.repo, "NEXT_TRACK unchanged", run.id)
         self._close_prompt(
             run,
             f"Advance dismissed by {mention(user)}; NEXT_TRACK stays at {run.track}. "
@@ -89,10 +95,9 @@ class Advancer:
 
     def advance_command(self, repo: str, user: str, channel: str) -> Reply:
         """`/track advance`: a maintainer advances once the current track's PR is merged."""
-        refusal = self.refuse_non_maintainer(user)
-        if refusal is not None:
-            return refusal
         services = self.services
+        if not services.roles.is_maintainer(user):
+            return self.refusal(user, None, "/track advance") or Reply("Only maintainers advance NEXT_TRACK.")
         try:
             found = services.github(repo).read_text(services.rules.knob_path, services.settings.base_branch)
             if found is None:
@@ -117,6 +122,9 @@ class Advancer:
             services.store.save(run)
         if run.state not in (RunState.MERGED, RunState.DISMISSED):
             return Reply(f"Track {run.track} is {run.state.value}; nothing to advance.")
+        refusal = self.refusal(user, run, "/track advance")
+        if refusal is not None:
+            return refusal
         return self.advance(run, user)
 
     def advance(self, run: Run, user: str) -> Reply:
@@ -174,6 +182,9 @@ class Advancer:
         services = self.services
         run.state, run.advanced_by, run.advanced_to = RunState.ADVANCED, user, new
         services.store.save(run)
+        audit.record(services.redis, "approved", user, run.repo, f"advance {run.track} → {new}", run.id)
+        if not note:
+            audit.record(services.redis, "knob_advanced", user, run.repo, f"next_track {run.track} → {new}", run.id)
         next_words = self._describe_track(run.repo, new)
         extra = f" ({note})" if note else ""
         self._close_prompt(

@@ -8,17 +8,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import audit
 from bot.adapters.github import GitHubError, GitHubFiles
 from bot.adapters.slack import SlackError
+from bot.cancel import CancelStatus, cancel_active
 from bot.knob import KnobError, NextTrack, parse_knob
 from bot.plan import DocNotFound, TrackDoc, known_tracks, resolve_track_doc
+from bot.queueing import QueueingError, enqueue_run
 from bot.render import STATE_WORDS, STEP_TITLES, help_text, mention, parent_text, section
+from bot.retry import RetryError, retry_run
 from bot.runs import Run, RunState
 from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-SUBCOMMANDS = ("status", "run", "advance", "plan", "history", "help")
+SUBCOMMANDS = ("status", "run", "advance", "cancel", "retry", "plan", "history", "audit", "help")
 HISTORY_LIMIT = 10
 
 
@@ -67,6 +71,12 @@ class Commands:
             if unknown:
                 return Reply(f"`/track run` does not take {', '.join(sorted(unknown))}. " + help_text())
             return self.run(repo, user, channel, dry_run="--dry-run" in flags)
+        if name == "cancel":
+            return self.cancel(repo, user)
+        if name == "retry":
+            return self.retry(repo, user)
+        if name == "audit":
+            return self.audit(repo, user)
         if name == "plan":
             return self.plan(repo)
         if name == "history":
@@ -127,6 +137,48 @@ class Commands:
             lines.append(f"Last run: {describe_run(last)}")
         text = "\n".join(lines)
         return Reply(text, [section(text)], ephemeral=False)
+
+    def cancel(self, repo: str, user: str) -> Reply:
+        """Drop the queued run, or stop the running one (its agent's whole process group)."""
+        services = self.services
+        holder = services.store.lock_holder(repo)
+        run = services.store.get(holder) if holder else None
+        if run is not None and not _cancel_allowed(services, user, run):
+            audit.record(services.redis, "refused", user, repo, "cancel: not allowed", run.id)
+            return Reply(
+                f":no_entry: Only {mention(run.requested_by)} (who queued it) or a maintainer "
+                f"({services.roles.who_may_approve()}) can cancel {run.slug}."
+            )
+        outcome = cancel_active(services, repo, user)
+        if outcome.status in (CancelStatus.CANCELLED, CancelStatus.STOPPING):
+            audit.record(
+                services.redis, "cancelled", user, repo, outcome.status.value, outcome.run.id if outcome.run else None
+            )
+        return Reply(outcome.message, ephemeral=outcome.status not in (CancelStatus.CANCELLED, CancelStatus.STOPPING))
+
+    def retry(self, repo: str, user: str, run_id: str | None = None) -> Reply:
+        """Re-run the last failed, stopped, cancelled or abandoned run (or `run_id`)."""
+        services = self.services
+        target = services.store.get(run_id) if run_id else services.store.latest(repo)
+        if target is None:
+            return Reply(f"There is no run of {repo} to retry; `/track run` starts one.")
+        try:
+            run = retry_run(services, target.id, user)
+        except RetryError as error:
+            audit.record(services.redis, "refused", user, repo, "retry: " + type(error).__name__, target.id)
+            return Reply(f":no_entry: {error}")
+        audit.record(services.redis, "retried", user, repo, "queued", run.id, f"retry of {target.id}")
+        return Reply(f"Retrying {parent_text(run)}; progress follows in {self.link(run)}.", ephemeral=False)
+
+    def audit(self, repo: str, user: str) -> Reply:
+        """The latest decisions on this repository (maintainers only)."""
+        services = self.services
+        if not services.roles.is_maintainer(user):
+            return Reply(f":no_entry: Only maintainers can read the audit log: {services.roles.who_may_approve()}.")
+        entries = audit.recent(services.redis, limit=20, repo=repo)
+        if not entries:
+            return Reply(f"No decisions recorded for {repo} yet.")
+        return Reply(f"*Audit — {repo}*\n" + audit.render_audit(entries))
 
     def queue_position(self, repo: str) -> int | None:
         """1-based position of the repository's queued run in the shared queue, if it is waiting."""
@@ -218,15 +270,15 @@ class Commands:
     def run(self, repo: str, user: str, channel: str, dry_run: bool = False) -> Reply:
         """Queue a run of the next track, unless the repository is busy or the track is not ready."""
         services = self.services
-        settings = services.settings
-        if not settings.may_run(user):
-            allowed = ", ".join(mention(u) for u in dict.fromkeys([*settings.runners, *settings.maintainers]))
-            return Reply(f":no_entry: You may not start runs. Ask one of: {allowed}.")
+        if not services.roles.may_run(user):
+            audit.record(services.redis, "run_refused", user, repo, "not a runner")
+            return Reply(f":no_entry: You may not start runs. Ask one of: {services.roles.who_may_run()}.")
         view = self.read_next_track(repo)
         if isinstance(view, Reply):
             return view
         knob, doc = view.knob, view.doc
         if isinstance(doc, DocNotFound):
+            audit.record(services.redis, "run_refused", user, repo, "no doc", detail=doc.message)
             return Reply(f":octagonal_sign: STOP — {doc.message}", ephemeral=False)
         latest = None if dry_run else services.store.latest(repo, knob.next_track)
         if latest is not None and latest.state is RunState.PR_OPEN:
@@ -272,21 +324,19 @@ class Commands:
             # The worker posts the parent itself; the run is not lost for a Slack hiccup.
             log.warning("posting the parent of %s: %s", run.id, error)
         try:
-            services.queue.enqueue(
-                "bot.jobs.run_track",
-                run.id,
-                job_id=run.id,
-                unique=True,
-                job_timeout=settings.agent_timeout_s + 4 * settings.gate_timeout_s + 600,
-                result_ttl=7 * 24 * 3600,
-                failure_ttl=30 * 24 * 3600,
-            )
-        except Exception as error:
-            run.state = RunState.FAILED
-            run.error = f"queueing the run: {error}"
-            services.store.save(run)
-            services.store.release_lock(run.repo, run.id)
+            enqueue_run(services, run)
+        except QueueingError as error:
+            audit.record(services.redis, "run_refused", user, repo, "queue failed", run.id, services.redact(str(error)))
             return Reply(f":boom: I could not queue the run ({services.redact(str(error))}). Try again.")
+        audit.record(
+            services.redis,
+            "run_queued",
+            user,
+            repo,
+            "dry run" if dry_run else "queued",
+            run.id,
+            f"Track {run.track}: {run.slug}",
+        )
         return Reply(f"Queued {parent_text(run)}. Progress follows in {self.link(run)}.")
 
 
@@ -297,3 +347,8 @@ def describe_run(run: Run) -> str:
     reason = run.stop_reason or run.error
     why = f" ({reason})" if reason and run.state in (RunState.STOPPED, RunState.FAILED) else ""
     return f"Track {run.track}: {run.slug} — {STATE_WORDS[run.state]}{why} — {mention(run.requested_by)}, {when}{pr}"
+
+
+def _cancel_allowed(services: Services, user: str, run: Run | None) -> bool:
+    """Whoever queued a run may cancel it; maintainers may cancel any."""
+    return services.roles.is_maintainer(user) or (run is not None and run.requested_by == user)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,11 +10,13 @@ from redis import Redis
 from rq import Queue
 from slack_sdk import WebClient
 
-from bot.adapters.github import GitHubRepo
+from bot.adapters.github import GitHubAuth, GitHubRepo
 from bot.adapters.redis_server import EmbeddedRedis, redis_url_or_embedded
 from bot.adapters.slack import SlackPoster
 from bot.config import Settings
+from bot.metrics import Metrics
 from bot.redact import Redactor
+from bot.roles import Roles
 from bot.rules import DEFAULT_RULES, Rules
 from bot.store import RunStore
 
@@ -44,27 +47,57 @@ class Services:
     queue: Queue = field(init=False)
     slack_client: WebClient = field(init=False)
     poster: SlackPoster = field(init=False)
+    metrics: Metrics = field(init=False)
 
     def __post_init__(self) -> None:
         settings = self.settings
         self.redact = Redactor(settings.secret_values())
+        self.metrics = Metrics(self.redis)
+        self._github_auth: GitHubAuth | None = None
         self.store = RunStore(self.redis)
         self.queue = Queue(QUEUE_NAME, connection=self.redis)
         self._github: dict[str, GitHubRepo] = {}
         self.slack_client = WebClient(
             token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, timeout=15
         )
-        self.poster = SlackPoster(self.slack_client, self.redact)
+        self.poster = SlackPoster(
+            self.slack_client, self.redact, on_error=lambda kind: self.metrics.api_error("slack", kind)
+        )
+
+    @property
+    def github_auth(self) -> GitHubAuth:
+        """GitHub credentials (GITHUB_TOKEN, or the App installation), shared by every repository."""
+        if self._github_auth is None:
+            settings = self.settings
+            token = settings.github_token.get_secret_value() if settings.github_token is not None else None
+            self._github_auth = GitHubAuth(
+                token,
+                app_id=settings.github_app_id,
+                private_key=settings.github_app_key(),
+                installation_id=settings.github_app_installation_id,
+                base_url=settings.github_api_url,
+            )
+        return self._github_auth
+
+    def git_token(self) -> str:
+        """The token git pushes with: GITHUB_TOKEN, or a current installation token (fresh when the last expires)."""
+        return self.github_auth.token()
+
+    @functools.cached_property
+    def roles(self) -> Roles:
+        """Who may run and who may approve (user IDs and user groups)."""
+        return Roles(self.settings, self.slack_client, self.redis)
 
     def github(self, repository: str) -> GitHubRepo:
         """The GitHub adapter of one repository (one client per repository, reused)."""
         if repository not in self._github:
             settings = self.settings
             self._github[repository] = GitHubRepo(
-                settings.github_token.get_secret_value(),
+                self.github_auth,
                 repository,
                 settings.github_api_url,
                 write_interval_s=settings.github_write_interval_s,
+                on_error=lambda kind: self.metrics.api_error("github", kind),
             )
         return self._github[repository]
 

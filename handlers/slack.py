@@ -9,9 +9,13 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
+from bot import audit
 from bot.advance import Advancer
 from bot.commands import Commands, Reply
+from bot.exception import ExceptionRefused, grant_exception
+from bot.render import parent_text
 from bot.services import Services
+from handlers.slack_dedupe import dedupe_retries
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +46,26 @@ def _safely(services: Services, respond: Respond, doing: str, action: Callable[[
 
 
 def build_slack_app(services: Services, client: WebClient | None = None) -> App:
-    """The Bolt app: `/track` and the approve/dismiss buttons."""
+    """The Bolt app: `/track` and the buttons (approve/dismiss the advance, retry, guardrail exception).
+
+    Every listener is an immediate ack plus lazy work: Bolt answers Slack as soon as the ack runs,
+    and the work (GitHub, Redis, Slack calls) happens afterwards, so a slow GitHub never delays an
+    ack (measured in bench/ack_latency.py).
+    """
     settings = services.settings
     app = App(
         client=client or services.slack_client,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
-        # Listeners ack first, then do the work on Bolt's thread pool.
-        process_before_response=False,
+        process_before_response=True,
     )
+    app.use(dedupe_retries(services.redis))
     commands = Commands(services)
     advancer = Advancer(services)
 
-    @app.command("/track")
-    def track(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+    def ack_now(ack: Ack) -> None:
         ack()
+
+    def track(command: dict[str, Any], respond: Respond) -> None:
         text = (command.get("text") or "").strip()
         _safely(
             services,
@@ -64,28 +74,56 @@ def build_slack_app(services: Services, client: WebClient | None = None) -> App:
             lambda: commands.dispatch(text, command["user_id"], command["channel_id"]),
         )
 
-    @app.action("approve_advance")
-    def approve(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        ack()
-        _safely(
-            services,
-            respond,
-            "approving the advance",
-            lambda: advancer.approve(str(action.get("value", "")), body["user"]["id"]),
-        )
+    def button(doing: str, handle: Callable[[str, str], Reply]) -> Callable[..., None]:
+        def work(body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+            _safely(services, respond, doing, lambda: handle(str(action.get("value", "")), body["user"]["id"]))
 
-    @app.action("dismiss_advance")
-    def dismiss(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        ack()
-        _safely(
-            services,
-            respond,
-            "dismissing the advance",
-            lambda: advancer.dismiss(str(action.get("value", "")), body["user"]["id"]),
-        )
+        return work
+
+    app.command("/track")(ack=ack_now, lazy=[track])
+    app.action("approve_advance")(ack=ack_now, lazy=[button("approving the advance", advancer.approve)])
+    app.action("dismiss_advance")(ack=ack_now, lazy=[button("dismissing the advance", advancer.dismiss)])
+    app.action("retry_run")(
+        ack=ack_now, lazy=[button("retrying the run", lambda run_id, user: retry_from_button(services, run_id, user))]
+    )
+    app.action("approve_exception")(
+        ack=ack_now,
+        lazy=[button("granting the exception", lambda run_id, user: grant_from_button(services, run_id, user))],
+    )
 
     @app.error
     def on_error(error: Exception) -> None:
         log.error("Bolt listener error: %s", services.redact(str(error)))
 
     return app
+
+
+def retry_from_button(services: Services, run_id: str, user: str) -> Reply:
+    """The Retry button of a failed, stopped, cancelled or abandoned run."""
+    run = services.store.get(run_id)
+    if run is None:
+        return Reply("That run is no longer known; use `/track status`.")
+    return Commands(services).retry(run.repo, user, run_id)
+
+
+def grant_from_button(services: Services, run_id: str, user: str) -> Reply:
+    """A maintainer grants the guardrail exception a STOP's report offers; nobody else can."""
+    run = services.store.get(run_id)
+    why = services.roles.check_approver(user, run.requested_by if run else None)
+    if why is not None:
+        audit.record(services.redis, "refused", user, run.repo if run else "", "exception", run_id, why)
+        return Reply(why.replace("approve advancing NEXT_TRACK", "grant a guardrail exception"))
+    try:
+        granted = grant_exception(services, run_id, user)
+    except ExceptionRefused as error:
+        return Reply(f":no_entry: {error}")
+    audit.record(
+        services.redis,
+        "exception_granted",
+        user,
+        granted.repo,
+        ", ".join(granted.exception_paths),
+        granted.id,
+        f"exception for run {run_id}",
+    )
+    return Reply(f"Exception granted: {parent_text(granted)}; the PR names the exception at its top.", ephemeral=False)
