@@ -16,6 +16,7 @@ from bot.commands import Reply
 from bot.knob import KnobError, advance_knob_text, parse_knob
 from bot.plan import TrackDoc, resolve_track_doc
 from bot.render import mention, merge_prompt, section
+from bot.repo_rules import RepoRulesError
 from bot.runs import Run, RunState
 from bot.services import Services
 
@@ -99,11 +100,12 @@ class Advancer:
         if not services.roles.is_maintainer(user):
             return self.refusal(user, None, "/track advance") or Reply("Only maintainers advance NEXT_TRACK.")
         try:
-            found = services.github(repo).read_text(services.rules.knob_path, services.settings.base_branch)
+            knob_path = services.repo_rules(repo).rules.knob_path
+            found = services.github(repo).read_text(knob_path, services.settings.base_branch)
             if found is None:
-                return Reply(f"`{services.rules.knob_path}` does not exist on main of {repo}.")
-            knob = parse_knob(found[0])
-        except KnobError as error:
+                return Reply(f"`{knob_path}` does not exist on main of {repo}.")
+            knob = parse_knob(found[0], knob_path)
+        except (KnobError, RepoRulesError) as error:
             return Reply(f":warning: {error}")
         except GitHubError as error:
             return Reply(f":warning: I could not read the knob: {services.redact(str(error))}. Try again shortly.")
@@ -147,7 +149,11 @@ class Advancer:
     def _advance(self, run: Run, user: str) -> Reply:
         services = self.services
         github = services.github(run.repo)
-        path, branch = services.rules.knob_path, services.settings.base_branch
+        try:
+            rules = services.repo_rules(run.repo).rules
+        except (RepoRulesError, GitHubError) as error:
+            return Reply(f":warning: {services.redact(str(error))}. Nothing was changed.")
+        path, branch = rules.knob_path, services.settings.base_branch
         old, new = run.track, run.track + 1
         for _attempt in range(MAX_ATTEMPTS):
             try:
@@ -165,7 +171,7 @@ class Advancer:
                     path,
                     advance_knob_text(text, old, new),
                     sha,
-                    services.rules.advance_message(old, new),
+                    rules.advance_message(old, new),
                     branch,
                 )
             except StaleFile:
@@ -197,11 +203,12 @@ class Advancer:
         services = self.services
         github = services.github(repo)
         try:
-            found = github.read_text(services.rules.knob_path, services.settings.base_branch)
+            knob_path = services.repo_rules(repo).rules.knob_path
+            found = github.read_text(knob_path, services.settings.base_branch)
             if found is None:
                 return f"Track {number}"
             doc = resolve_track_doc(parse_knob(found[0]), number, GitHubFiles(github, services.settings.base_branch))
-        except (GitHubError, KnobError):
+        except (GitHubError, KnobError, RepoRulesError):
             return f"Track {number}"
         if isinstance(doc, TrackDoc):
             return f"Track {number}: {doc.slug} (`{doc.path}`); `/track run` starts it"

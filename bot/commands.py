@@ -16,7 +16,9 @@ from bot.knob import KnobError, NextTrack, parse_knob
 from bot.plan import DocNotFound, TrackDoc, known_tracks, resolve_track_doc
 from bot.queueing import QueueingError, enqueue_run
 from bot.render import STATE_WORDS, STEP_TITLES, help_text, mention, parent_text, section
+from bot.repo_rules import RepoRulesError
 from bot.retry import RetryError, retry_run
+from bot.rules import Rules
 from bot.runs import Run, RunState
 from bot.services import Services
 
@@ -42,6 +44,7 @@ class NextTrackView:
 
     knob: NextTrack
     doc: TrackDoc | DocNotFound
+    rules: Rules
 
 
 class Commands:
@@ -95,22 +98,23 @@ class Commands:
     def read_next_track(self, repo: str) -> NextTrackView | Reply:
         """The knob and the next track's doc from main, or a Reply saying why they cannot be read."""
         services = self.services
-        knob_path = services.rules.knob_path
         try:
+            rules = services.repo_rules(repo).rules
+            knob_path = rules.knob_path
             github, base = services.github(repo), services.settings.base_branch
             found = github.read_text(knob_path, base)
             if found is None:
                 return Reply(f":warning: `{knob_path}` does not exist on `{base}` of {repo}. Add it, then try again.")
             knob = parse_knob(found[0], knob_path)
             doc = resolve_track_doc(knob, knob.next_track, GitHubFiles(github, base))
-        except KnobError as error:
+        except (KnobError, RepoRulesError) as error:
             return Reply(f":warning: {error}")
         except GitHubError as error:
             return Reply(
                 f":warning: I could not read the plan: {services.redact(str(error))}. "
                 "Check GITHUB_TOKEN and GITHUB_REPOSITORY, or try again shortly."
             )
-        return NextTrackView(knob, doc)
+        return NextTrackView(knob, doc, rules)
 
     def status(self, repo: str) -> Reply:
         """A card: plan version, the next track and a link to its doc, its state, queue position, last run."""
@@ -297,7 +301,7 @@ class Commands:
             slug=doc.slug,
             doc=doc.path,
             plan_version=knob.plan_version,
-            branch=services.rules.branch(doc.number, doc.slug),
+            branch=view.rules.branch(doc.number, doc.slug),
             requested_by=user,
             channel=channel,
             dry_run=dry_run,

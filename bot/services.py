@@ -16,6 +16,7 @@ from bot.adapters.slack import SlackPoster
 from bot.config import Settings
 from bot.metrics import Metrics
 from bot.redact import Redactor
+from bot.repo_rules import REPO_RULES_PATH, RepoRules, parse_repo_rules
 from bot.roles import Roles
 from bot.rules import DEFAULT_RULES, Rules
 from bot.store import RunStore
@@ -87,6 +88,14 @@ class Services:
     def roles(self) -> Roles:
         """Who may run and who may approve (user IDs and user groups)."""
         return Roles(self.settings, self.slack_client, self.redis)
+
+    def repo_rules(self, repository: str) -> RepoRules:
+        """The repository's own `.trackbot.toml` on the base branch (the procedure's defaults without one).
+
+        Raises RepoRulesError (line and why) for an invalid file, GitHubError when it cannot be read.
+        """
+        found = self.github(repository).read_text(REPO_RULES_PATH, self.settings.base_branch)
+        return parse_repo_rules(None if found is None else found[0])
 
     def github(self, repository: str) -> GitHubRepo:
         """The GitHub adapter of one repository (one client per repository, reused)."""
