@@ -151,8 +151,10 @@ class Advancer:
         github = services.github(run.repo)
         try:
             rules = services.repo_rules(run.repo).rules
-        except (RepoRulesError, GitHubError) as error:
-            return Reply(f":warning: {services.redact(str(error))}. Nothing was changed.")
+        except RepoRulesError as error:
+            return Reply(f":warning: {error}. Nothing was changed.")
+        except GitHubError as error:
+            return Reply(f":boom: {services.redact(str(error))}. Nothing was changed; try again.")
         path, branch = rules.knob_path, services.settings.base_branch
         old, new = run.track, run.track + 1
         for _attempt in range(MAX_ATTEMPTS):

@@ -94,7 +94,12 @@ class Services:
 
         Raises RepoRulesError (line and why) for an invalid file, GitHubError when it cannot be read.
         """
-        found = self.github(repository).read_text(REPO_RULES_PATH, self.settings.base_branch)
+        github, base = self.github(repository), self.settings.base_branch
+        # The root listing (a conditional, cached request) says whether the file exists at all, so a
+        # repository without one costs no uncacheable 404 per command.
+        if REPO_RULES_PATH not in (github.list_dir("", base) or []):
+            return parse_repo_rules(None)
+        found = github.read_text(REPO_RULES_PATH, base)
         return parse_repo_rules(None if found is None else found[0])
 
     def github(self, repository: str) -> GitHubRepo:

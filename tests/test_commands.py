@@ -169,3 +169,16 @@ def test_two_person_rule_needs_another_maintainer(make_stack) -> None:  # type: 
     assert own.text.startswith(":no_entry: Two-person rule: you queued this run") and "<@U0BOB>" in own.text
     other = click(stack, "approve_advance", user=BOB)
     assert other.text == "Advanced NEXT_TRACK from 1 to 2."
+
+
+def test_a_warm_status_makes_only_conditional_github_requests(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack()
+    command(stack, "status")
+    before = len(stack.github.requests)
+    second = command(stack, "status")
+    assert "NEXT_TRACK = *1*" in second.text
+    warm = stack.github.requests[before:]
+    assert warm, "status asked GitHub nothing at all"
+    for request in warm:
+        assert request.method == "GET" and "If-None-Match" in request.headers, request
+        assert request.status == 304, request

@@ -5,13 +5,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-from github import Auth, Github, GithubException, UnknownObjectException
-from github.ContentFile import ContentFile
+from github import Auth, Github, GithubException, GithubIntegration
 from github.PullRequest import PullRequest
+
+CONTENTS_CACHE_SIZE = 256
 
 
 class GitHubError(Exception):
@@ -54,21 +60,99 @@ def _pull_ref(pr: PullRequest) -> PullRef:
     return PullRef(pr.number, pr.html_url, pr.state, bool(pr.merged), pr.head.ref, bool(pr.draft))
 
 
+def error_kind(status: int | None) -> str:
+    """The label an API error is counted under: GitHub's HTTP status, or `connection`."""
+    return str(status) if status else "connection"
+
+
+@dataclass(frozen=True)
+class RepoAccess:
+    """What the credentials may do on a repository, as GitHub reports it."""
+
+    full_name: str
+    # The repository's `permissions` (pull, push, admin...); None when GitHub gives none, as for an
+    # App installation's token, whose permissions are the installation's.
+    permissions: dict[str, bool] | None
+
+
+class GitHubAuth:
+    """How trackbot signs in to GitHub: a token, or a GitHub App installation.
+
+    An installation's tokens last an hour; PyGithub mints a new one when the current one is about
+    to expire, both for API calls and for `token()` (what git pushes with).
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        app_id: str | None = None,
+        private_key: str | None = None,
+        installation_id: int | None = None,
+        base_url: str = "https://api.github.com",
+        timeout: int = 15,
+    ) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self.installation_id = installation_id
+        self.app: Auth.AppAuth | None = None
+        self.auth: Auth.Auth
+        if token:
+            self.auth = Auth.Token(token)
+            return
+        if not (app_id and private_key and installation_id):
+            raise ValueError("GitHubAuth needs a token, or an App's id, private key and installation id")
+        self.app = Auth.AppAuth(app_id, private_key)
+        self.auth = self.app.get_installation_auth(installation_id)
+        # A client binds the installation auth to a requester, so token() works before any API call.
+        Github(auth=self.auth, base_url=base_url, timeout=timeout, retry=None, seconds_between_requests=None)
+
+    @property
+    def kind(self) -> str:
+        """`token` or `app`."""
+        return "token" if self.app is None else "app"
+
+    def token(self) -> str:
+        """A token for git over HTTPS: the configured one, or a current installation token."""
+        try:
+            return str(self.auth.token)
+        except GithubException as error:
+            raise GitHubError("get an installation token", error.status, _message(error)) from None
+        except OSError as error:
+            raise GitHubError("get an installation token", None, str(error)) from None
+
+    def installation_permissions(self) -> dict[str, str]:
+        """The permissions an App installation grants (`{"contents": "write", ...}`), from a fresh token."""
+        if self.app is None or self.installation_id is None:
+            raise ValueError("not a GitHub App")
+        integration = GithubIntegration(auth=self.app, base_url=self.base_url, timeout=self.timeout, retry=None)
+        try:
+            granted = integration.get_access_token(self.installation_id)
+        except GithubException as error:
+            raise GitHubError("get an installation token", error.status, _message(error)) from None
+        except OSError as error:
+            raise GitHubError("get an installation token", None, str(error)) from None
+        return {str(k): str(v) for k, v in (granted.permissions or {}).items()}
+
+
 class GitHubRepo:
     """One repository on GitHub: files on a branch, pull requests."""
 
     def __init__(
         self,
-        token: str,
+        token: str | GitHubAuth,
         repository: str,
         base_url: str = "https://api.github.com",
         timeout: int = 15,
         retry: Any = None,
         write_interval_s: float | None = 1.0,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.repository = repository
+        self._on_error = on_error  # told the kind of every failed call (metrics)
+        auth = token.auth if isinstance(token, GitHubAuth) else Auth.Token(token)
         self._gh = Github(
-            auth=Auth.Token(token),
+            auth=auth,
             base_url=base_url,
             timeout=timeout,
             retry=retry,
@@ -76,45 +160,88 @@ class GitHubRepo:
             seconds_between_writes=write_interval_s or None,
         )
         self._repo: Any = None
+        self._repo_url = f"{base_url.rstrip('/')}/repos/{repository}"
+        # Contents read before, by (path, ref): their ETag and JSON. A conditional GET answered 304
+        # costs no rate limit, so a warm `/track status` spends none.
+        self._contents_cache: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
-    def _call(self, doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, doing: str, fn: Any, *args: Any, needs_repo: bool = True, **kwargs: Any) -> Any:
         try:
-            if self._repo is None:
+            if self._repo is None and needs_repo:
                 self._repo = self._gh.get_repo(self.repository)
             return fn(self._repo, *args, **kwargs)
         except GithubException as error:
+            self._count_error(error.status)
             cls = StaleFile if error.status == 409 else GitHubError
             raise cls(doing, error.status, _message(error)) from None
         except OSError as error:  # connection refused, DNS, timeouts (requests' errors are OSErrors)
+            self._count_error(None)
             raise GitHubError(doing, None, str(error)) from None
+
+    def _count_error(self, status: int | None) -> None:
+        if self._on_error is not None:
+            self._on_error(error_kind(status))
+
+    def access(self) -> RepoAccess:
+        """The repository as the credentials see it: readable at all, and with which permissions."""
+
+        def read(repo: Any) -> RepoAccess:
+            raw = repo.raw_data.get("permissions")
+            permissions = {str(k): bool(v) for k, v in raw.items()} if isinstance(raw, dict) else None
+            return RepoAccess(str(repo.full_name), permissions)
+
+        return self._call("read the repository", read)
+
+    def _contents(self, path: str, ref: str) -> Any:
+        """The contents API's JSON for `path` on `ref` (None when missing), by conditional GET."""
+        key = (path, ref)
+        with self._cache_lock:
+            cached = self._contents_cache.get(key)
+        headers = {"If-None-Match": cached[0]} if cached else {}
+        url = f"{self._repo_url}/contents/{quote(path)}?ref={quote(ref, safe='')}"
+        status, answer_headers, body = self._gh.requester.requestJson("GET", url, headers=headers)
+        if status == 304 and cached is not None:
+            return cached[1]
+        if status == 404:
+            return None
+        try:
+            data: Any = json.loads(body) if body else None
+        except ValueError:
+            data = None
+        if status >= 400 or data is None:
+            raise GithubException(status, data, answer_headers)
+        etag = answer_headers.get("etag")
+        if etag:
+            with self._cache_lock:
+                self._contents_cache[key] = (etag, data)
+                self._contents_cache.move_to_end(key)
+                while len(self._contents_cache) > CONTENTS_CACHE_SIZE:
+                    self._contents_cache.popitem(last=False)
+        return data
 
     def read_text(self, path: str, ref: str = "main") -> tuple[str, str] | None:
         """A file's text and blob sha on `ref`, or None if it does not exist."""
 
-        def read(repo: Any) -> tuple[str, str] | None:
-            try:
-                content = repo.get_contents(path, ref=ref)
-            except UnknownObjectException:
+        def read(_repo: Any) -> tuple[str, str] | None:
+            data = self._contents(path, ref)
+            if not isinstance(data, dict) or data.get("type") != "file":
                 return None
-            if isinstance(content, list):
-                return None
-            return content.decoded_content.decode("utf-8"), content.sha
+            text = base64.b64decode(str(data.get("content") or "")).decode("utf-8")
+            return text, str(data["sha"])
 
-        return self._call(f"read {path}", read)
+        return self._call(f"read {path}", read, needs_repo=False)
 
     def list_dir(self, path: str, ref: str = "main") -> list[str] | None:
         """Entry names of a folder on `ref`, or None if it does not exist."""
 
-        def listing(repo: Any) -> list[str] | None:
-            try:
-                content = repo.get_contents(path, ref=ref)
-            except UnknownObjectException:
+        def listing(_repo: Any) -> list[str] | None:
+            data = self._contents(path, ref)
+            if not isinstance(data, list):
                 return None
-            if isinstance(content, ContentFile):
-                return None
-            return [entry.name for entry in content]
+            return [str(entry.get("name")) for entry in data if isinstance(entry, dict)]
 
-        return self._call(f"list {path}", listing)
+        return self._call(f"list {path or 'the repository root'}", listing, needs_repo=False)
 
     def update_file(self, path: str, text: str, sha: str, message: str, branch: str = "main") -> str:
         """Commit new content for `path` if its blob is still `sha`; raise StaleFile otherwise."""
