@@ -7,11 +7,13 @@ that names every bad setting and shows what it should look like.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -27,7 +29,10 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
     "slack_signing_secret": ("SLACK_SIGNING_SECRET", "the app's signing secret (Basic Information page)"),
     "slack_app_token": ("SLACK_APP_TOKEN", "optional app-level token (xapp-…), enables Socket Mode"),
     "slack_api_url": ("SLACK_API_URL", "the Slack Web API base URL ending in /, e.g. https://slack.com/api/"),
-    "github_token": ("GITHUB_TOKEN", "a token with contents and pull requests write access"),
+    "github_token": (
+        "GITHUB_TOKEN",
+        "a token with contents and pull requests write access (or the GITHUB_APP_* settings instead)",
+    ),
     "github_repository": ("GITHUB_REPOSITORY", "owner/name, e.g. acme/widgets"),
     "channels": (
         "TRACKBOT_CHANNELS",
@@ -47,6 +52,10 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
     "redis_url": ("REDIS_URL", "redis://host:6379/0; unset starts an embedded server under the work dir"),
     "agent_command": ("TRACKBOT_AGENT_COMMAND", "the agent's command line; {worktree} is replaced"),
     "agent_timeout_s": ("TRACKBOT_AGENT_TIMEOUT", "seconds, a positive integer"),
+    "agent_idle_timeout_s": (
+        "TRACKBOT_AGENT_IDLE_TIMEOUT",
+        "seconds the agent may print nothing before it is stopped, a whole number (0 = no limit)",
+    ),
     "gate_timeout_s": ("TRACKBOT_GATE_TIMEOUT", "seconds, a positive integer"),
     "work_dir": ("TRACKBOT_WORK_DIR", "a writable folder for clones and the embedded Redis"),
     "github_write_interval_s": (
@@ -70,6 +79,49 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
     "poll_interval_s": (
         "TRACKBOT_POLL_INTERVAL",
         "seconds between merge polls of open PRs, 0 = off (default 60 in Socket Mode, else 0)",
+    ),
+    # -- GitHub App authentication and operations (bot/adapters/github.py, bot/logs.py) --
+    "github_app_id": ("GITHUB_APP_ID", "the GitHub App's ID (App settings, About), e.g. 123456"),
+    "github_app_private_key": (
+        "GITHUB_APP_PRIVATE_KEY",
+        "the App's private key, the PEM text (-----BEGIN RSA PRIVATE KEY-----...), or use GITHUB_APP_PRIVATE_KEY_PATH",
+    ),
+    "github_app_private_key_path": ("GITHUB_APP_PRIVATE_KEY_PATH", "a readable file holding the App's PEM private key"),
+    "github_app_installation_id": (
+        "GITHUB_APP_INSTALLATION_ID",
+        "the installation's ID (the number at the end of its settings URL), e.g. 7654321",
+    ),
+    "log_format": ("TRACKBOT_LOG_FORMAT", "json (one object per line, the default) or text"),
+    # -- surviving faults: leases, the reaper, RQ's own liveness, retries (bot/jobs.py, bot/reaper.py) --
+    "heartbeat_interval_s": (
+        "TRACKBOT_HEARTBEAT_INTERVAL",
+        "seconds between a running job's lease renewals (default 10), at most half of TRACKBOT_LEASE_TTL",
+    ),
+    "lease_ttl_s": (
+        "TRACKBOT_LEASE_TTL",
+        "seconds a running job's lease and the repository lock live without a heartbeat (default 45)",
+    ),
+    "reaper_interval_s": ("TRACKBOT_REAPER_INTERVAL", "seconds between a worker's checks for dead runs (default 15)"),
+    "cancel_grace_s": (
+        "TRACKBOT_CANCEL_GRACE",
+        "seconds a cancelled or orphaned agent gets between SIGTERM and SIGKILL (default 10)",
+    ),
+    "worker_ttl_s": ("TRACKBOT_WORKER_TTL", "RQ's worker_ttl in seconds, at least 20 (default 60)"),
+    "job_monitoring_interval_s": (
+        "TRACKBOT_JOB_MONITORING_INTERVAL",
+        "RQ's job_monitoring_interval in seconds (default 10)",
+    ),
+    "rq_maintenance_interval_s": (
+        "TRACKBOT_RQ_MAINTENANCE_INTERVAL",
+        "seconds between RQ's registry clean-ups, which fail abandoned jobs (default 60)",
+    ),
+    "github_attempts": (
+        "TRACKBOT_GITHUB_ATTEMPTS",
+        "tries of a GitHub call that fails with a 5xx or no answer while publishing (default 4)",
+    ),
+    "github_retry_backoff_s": (
+        "TRACKBOT_GITHUB_RETRY_BACKOFF",
+        "seconds before the first GitHub retry, doubled for each next one (default 2)",
     ),
 }
 
@@ -100,7 +152,8 @@ class Settings(BaseSettings):
     slack_api_url: str = Field(
         default="https://slack.com/api/", validation_alias=AliasChoices("SLACK_API_URL", "slack_api_url")
     )
-    github_token: SecretStr = _env("github_token")
+    # Optional: a GitHub App (the GITHUB_APP_* block at the end) may be configured instead.
+    github_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("GITHUB_TOKEN", "github_token"))
     # Declared before github_repository: its validator needs to know whether channels name repositories.
     channels: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, validation_alias=AliasChoices("TRACKBOT_CHANNELS", "channels")
@@ -173,6 +226,9 @@ class Settings(BaseSettings):
     gate_timeout_s: int = Field(
         default=900, gt=0, validation_alias=AliasChoices("TRACKBOT_GATE_TIMEOUT", "gate_timeout_s")
     )
+    agent_idle_timeout_s: int = Field(
+        default=600, ge=0, validation_alias=AliasChoices("TRACKBOT_AGENT_IDLE_TIMEOUT", "agent_idle_timeout_s")
+    )
     agent_env_passthrough: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["OPENAI_API_KEY", "CODEX_HOME"],
         validation_alias=AliasChoices("TRACKBOT_AGENT_ENV", "agent_env_passthrough"),
@@ -184,6 +240,152 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TRACKBOT_GITHUB_WRITE_INTERVAL", "github_write_interval_s"),
     )
     base_branch: str = Field(default="main", validation_alias=AliasChoices("TRACKBOT_BASE_BRANCH", "base_branch"))
+
+    # -- surviving faults (bot/jobs.py, bot/reaper.py, bot/cli.py: cmd_worker) ----------------------
+    # trackbot's reaper notices a dead run within lease_ttl_s + reaper_interval_s (1 minute by
+    # default); RQ itself within job_monitoring_interval_s + 60 + rq_maintenance_interval_s (about 2).
+    heartbeat_interval_s: float = Field(
+        default=10.0, gt=0, validation_alias=AliasChoices("TRACKBOT_HEARTBEAT_INTERVAL", "heartbeat_interval_s")
+    )
+    lease_ttl_s: float = Field(default=45.0, gt=0, validation_alias=AliasChoices("TRACKBOT_LEASE_TTL", "lease_ttl_s"))
+    reaper_interval_s: float = Field(
+        default=15.0, gt=0, validation_alias=AliasChoices("TRACKBOT_REAPER_INTERVAL", "reaper_interval_s")
+    )
+    cancel_grace_s: float = Field(
+        default=10.0, ge=0, validation_alias=AliasChoices("TRACKBOT_CANCEL_GRACE", "cancel_grace_s")
+    )
+    worker_ttl_s: int = Field(default=60, ge=20, validation_alias=AliasChoices("TRACKBOT_WORKER_TTL", "worker_ttl_s"))
+    job_monitoring_interval_s: int = Field(
+        default=10,
+        gt=0,
+        validation_alias=AliasChoices("TRACKBOT_JOB_MONITORING_INTERVAL", "job_monitoring_interval_s"),
+    )
+    rq_maintenance_interval_s: int = Field(
+        default=60,
+        gt=0,
+        validation_alias=AliasChoices("TRACKBOT_RQ_MAINTENANCE_INTERVAL", "rq_maintenance_interval_s"),
+    )
+    github_attempts: int = Field(
+        default=4, ge=1, validation_alias=AliasChoices("TRACKBOT_GITHUB_ATTEMPTS", "github_attempts")
+    )
+    github_retry_backoff_s: float = Field(
+        default=2.0, ge=0, validation_alias=AliasChoices("TRACKBOT_GITHUB_RETRY_BACKOFF", "github_retry_backoff_s")
+    )
+
+    @field_validator("lease_ttl_s")
+    @classmethod
+    def _lease_outlives_heartbeats(cls, value: float, info: ValidationInfo) -> float:
+        beat = info.data.get("heartbeat_interval_s")
+        if beat is not None and value < 2 * beat:
+            raise ValueError(f"{value:g}s is less than twice TRACKBOT_HEARTBEAT_INTERVAL ({beat:g}s)")
+        return value
+
+    # -- GitHub App authentication and operations (bot/adapters/github.py, bot/logs.py) ------------
+    # Declared last: the installation ID's validator checks that exactly one of GITHUB_TOKEN and the
+    # App is configured, so it needs every other GitHub setting validated first.
+    github_app_id: str | None = Field(default=None, validation_alias=AliasChoices("GITHUB_APP_ID", "github_app_id"))
+    github_app_private_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("GITHUB_APP_PRIVATE_KEY", "github_app_private_key")
+    )
+    github_app_private_key_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("GITHUB_APP_PRIVATE_KEY_PATH", "github_app_private_key_path")
+    )
+    github_app_installation_id: int | None = Field(
+        default=None,
+        gt=0,
+        validate_default=True,
+        validation_alias=AliasChoices("GITHUB_APP_INSTALLATION_ID", "github_app_installation_id"),
+    )
+    log_format: Literal["json", "text"] | None = Field(
+        default=None, validation_alias=AliasChoices("TRACKBOT_LOG_FORMAT", "log_format")
+    )
+
+    @field_validator(
+        "github_token",
+        "github_repository",  # GITHUB_REPOSITORY= (blank) with TRACKBOT_CHANNELS: unset
+        "github_app_id",
+        "github_app_private_key",
+        "github_app_private_key_path",
+        "github_app_installation_id",
+        "log_format",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) and not value.startswith("-----") else value
+
+    @field_validator("github_app_private_key")
+    @classmethod
+    def _pem_text(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        # A .env file often holds the PEM on one line with literal \n between its lines.
+        text = value.get_secret_value().replace("\\n", "\n").strip()
+        if "-----BEGIN" not in text or "PRIVATE KEY-----" not in text:
+            raise ValueError("not a PEM private key (it should start with -----BEGIN ... PRIVATE KEY-----)")
+        return SecretStr(text + "\n")
+
+    @field_validator("github_app_private_key_path")
+    @classmethod
+    def _pem_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        try:
+            text = value.read_text()
+        except OSError as error:
+            raise ValueError(f"cannot read {value}: {error.strerror or error}") from None
+        if "PRIVATE KEY-----" not in text:
+            raise ValueError(f"{value} does not hold a PEM private key")
+        return value
+
+    @field_validator("github_app_installation_id")
+    @classmethod
+    def _github_credentials(cls, value: int | None, info: ValidationInfo) -> int | None:
+        data = info.data
+        involved = ("github_token", "github_app_id", "github_app_private_key", "github_app_private_key_path")
+        if any(name not in data for name in involved):
+            return value  # one of them is malformed: that error is reported on its own
+        token = data["github_token"] is not None
+        key, key_path = data["github_app_private_key"] is not None, data["github_app_private_key_path"] is not None
+        app_parts = {
+            "github_app_id": data["github_app_id"] is not None,
+            "github_app_private_key": key or key_path,
+            "github_app_installation_id": value is not None,
+        }
+        app_named = ", ".join(SETTING_HINTS[name][0] for name in app_parts)
+        if token and any(app_parts.values()):
+            raise _setting_error(
+                "github_token", f"set together with the GitHub App ({app_named}): configure exactly one of the two"
+            )
+        if token:
+            return value
+        if not token and not any(app_parts.values()):
+            raise _setting_error(
+                "github_token",
+                "missing (or configure a GitHub App instead: GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY or "
+                "GITHUB_APP_PRIVATE_KEY_PATH, and GITHUB_APP_INSTALLATION_ID; exactly one of the two)",
+            )
+        missing = [name for name, present in app_parts.items() if not present]
+        if missing:
+            raise _setting_error(missing[0], f"missing: a GitHub App needs all of {app_named} (or use GITHUB_TOKEN)")
+        if key and key_path:
+            raise _setting_error("github_app_private_key_path", "set together with GITHUB_APP_PRIVATE_KEY: use one")
+        return value
+
+    @property
+    def uses_github_app(self) -> bool:
+        """Whether GitHub is reached as a GitHub App installation (else with GITHUB_TOKEN)."""
+        return self.github_app_installation_id is not None
+
+    def github_app_key(self) -> str | None:
+        """The App's PEM private key (from GITHUB_APP_PRIVATE_KEY or the file at its _PATH), if configured."""
+        if self.github_app_private_key is not None:
+            return self.github_app_private_key.get_secret_value()
+        if self.github_app_private_key_path is not None:
+            return self.github_app_private_key_path.read_text()
+        return None
 
     @field_validator("maintainers", "runners", "agent_env_passthrough", mode="before")
     @classmethod
@@ -203,9 +405,7 @@ class Settings(BaseSettings):
     def _at_least_one_maintainer(cls, value: list[str], info: ValidationInfo) -> list[str]:
         # Maintainers OR maintainer groups suffice (a malformed groups setting is reported on its own).
         if not value and "maintainer_groups" in info.data and not info.data["maintainer_groups"]:
-            raise ValueError(
-                "at least one maintainer (or TRACKBOT_MAINTAINER_GROUPS) is needed to approve advances"
-            )
+            raise ValueError("at least one maintainer (or TRACKBOT_MAINTAINER_GROUPS) is needed to approve advances")
         return value
 
     @field_validator("github_repository")
@@ -302,12 +502,17 @@ class Settings(BaseSettings):
         secrets = [
             self.slack_bot_token,
             self.slack_signing_secret,
-            self.github_token,
+            *([self.github_token] if self.github_token is not None else []),
             self.github_webhook_secret,
         ]
         if self.slack_app_token is not None:
             secrets.append(self.slack_app_token)
-        return [s.get_secret_value() for s in secrets if s.get_secret_value()]
+        values = [s.get_secret_value() for s in secrets if s.get_secret_value()]
+        with contextlib.suppress(OSError):
+            key = self.github_app_key()
+            if key:
+                values += [key, key.strip()]
+        return values
 
     def may_run(self, user_id: str) -> bool:
         """Runners and maintainers may start runs; with no runners configured, anyone may."""
@@ -316,6 +521,11 @@ class Settings(BaseSettings):
     def is_maintainer(self, user_id: str) -> bool:
         """Only maintainers approve advances."""
         return user_id in self.maintainers
+
+
+def _setting_error(field: str, problem: str) -> PydanticCustomError:
+    """An error about `field` raised by another field's validator (a check across several settings)."""
+    return PydanticCustomError("setting", "{problem}", {"problem": problem, "setting": field})
 
 
 class ConfigError(Exception):
@@ -327,7 +537,8 @@ def describe_validation_error(error: ValidationError) -> str:
     lines = ["trackbot is not configured correctly:"]
     seen: set[str] = set()
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
+        # A check across settings names the setting it blames in its context (see _setting_error).
+        field = str((item.get("ctx") or {}).get("setting") or (item["loc"][0] if item["loc"] else "?"))
         if field in seen:
             continue
         seen.add(field)

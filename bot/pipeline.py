@@ -10,8 +10,11 @@ from bot.adapters.git import TrackClone
 from bot.adapters.github import GitHubRepo
 from bot.config import Settings
 from bot.redact import Redactor
+from bot.repo_rules import DEFAULT_REPO_RULES, RepoRules
 from bot.rules import Rules
 from bot.runs import Outcome, Run, RunState, StepResult
+from bot.store import RunStore
+from bot.trackdoc import TrackSpec
 
 
 @dataclass
@@ -31,20 +34,45 @@ class RunContext:
     doc_text: str = ""
     tree_sha: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    # The repository's own rules (`.trackbot.toml` on origin/main, read by preflight): every step after
+    # preflight uses `repo_rules.rules`, not the deployment-wide `rules`.
+    repo_rules: RepoRules = DEFAULT_REPO_RULES
+    spec: TrackSpec | None = None  # the track doc as data (preflight)
+    store: RunStore | None = None  # where a guardrail STOP keeps its change (else the current RQ job's Redis)
 
 
 Step = Callable[[RunContext], StepResult]
 
 
-def run_steps(ctx: RunContext, steps: list[tuple[str, Step]], on_change: Callable[[Run], None]) -> Run:
+@dataclass(frozen=True)
+class Halt:
+    """Why a run must stop before its next step: it was cancelled, or its job lost the run's lease."""
+
+    state: RunState  # CANCELLED or ABANDONED
+    reason: str
+    by: str | None = None  # who cancelled
+
+
+def run_steps(
+    ctx: RunContext,
+    steps: list[tuple[str, Step]],
+    on_change: Callable[[Run], None],
+    should_halt: Callable[[], Halt | None] = lambda: None,
+) -> Run:
     """Run each step in order, recording its result; stop after one that halts.
 
     An exception escaping a step is a fault: it becomes an `error` result naming the step.
+    `should_halt` is asked before every step, and after a step that failed (a cancelled agent
+    exits non-zero: that is the cancel, not a STOP).
     """
     run = ctx.run
     run.state = RunState.RUNNING
     run.started_at = time.time()
     for name, step in steps:
+        halt = should_halt()
+        if halt is not None:
+            _halted(run, halt, name)
+            break
         run.current_step = name
         on_change(run)
         started = time.monotonic()
@@ -58,6 +86,9 @@ def run_steps(ctx: RunContext, steps: list[tuple[str, Step]], on_change: Callabl
         result.duration_s = round(time.monotonic() - started, 3)
         result.commands = [*result.commands, *ctx.clone.take_records()]
         run.steps.append(result)
+        if result.outcome.halts and (halt := should_halt()) is not None:
+            _halted(run, halt, name)
+            break
         if result.outcome is Outcome.STOPPED:
             run.state = RunState.STOPPED
             run.stop_reason = result.summary
@@ -77,3 +108,12 @@ def run_steps(ctx: RunContext, steps: list[tuple[str, Step]], on_change: Callabl
     run.finished_at = time.time()
     on_change(run)
     return run
+
+
+def _halted(run: Run, halt: Halt, step: str) -> None:
+    run.state = halt.state
+    run.interrupted_step = step
+    if halt.state is RunState.CANCELLED:
+        run.cancelled_by = halt.by
+    else:
+        run.error = halt.reason

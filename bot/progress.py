@@ -1,17 +1,30 @@
 """A run's thread: the parent message, ONE progress message kept up to date, the final report.
 
-A Slack failure here is logged and never fails the run.
+Every message goes through the outbox (bot/outbox.py): a Slack failure here is kept and delivered
+later, and never fails the run.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
-from bot.adapters.slack import SlackError, SlackPoster
-from bot.render import parent_text, progress_blocks, progress_text, report_text
-from bot.runs import Run
-from bot.store import RunStore
+from bot.outbox import Outbox
+from bot.render import (
+    STEP_TITLES,
+    Blocks,
+    buttons,
+    mention,
+    parent_text,
+    progress_blocks,
+    progress_text,
+    report_blocks,
+    report_text,
+    section,
+    track_title,
+)
+from bot.runs import Outcome, Run, RunState
 
 log = logging.getLogger(__name__)
 
@@ -21,36 +34,25 @@ MIN_NOTE_INTERVAL_S = 1.0
 class RunThread:
     """Keeps a run's Slack thread in step with the run."""
 
-    def __init__(self, poster: SlackPoster, store: RunStore) -> None:
-        self.poster = poster
-        self.store = store
+    def __init__(self, outbox: Outbox, save: Callable[[Run], object]) -> None:
+        self.outbox = outbox
+        self.save = save  # persists the run (the job's lease-guarded save)
         self._last_note_at = 0.0
 
     def ensure_parent(self, run: Run) -> None:
         """Post the parent message if the command handler could not."""
         if run.thread_ts is not None:
             return
-        try:
-            run.thread_ts = self.poster.post(run.channel, parent_text(run))
-            self.store.save(run)
-        except SlackError as error:
-            log.warning("posting the parent message of %s: %s", run.id, error)
+        run.thread_ts = self.outbox.show(run, "parent", parent_text(run), in_thread=False)
+        self.save(run)
 
     def update(self, run: Run, note: str = "") -> None:
         """Show the run's steps in the progress message (posting it the first time)."""
-        self.store.save(run)
-        if run.thread_ts is None:
-            return
-        text = progress_text(run)
-        blocks = progress_blocks(run, note)
-        try:
-            if run.progress_ts is None:
-                run.progress_ts = self.poster.post(run.channel, text, blocks, thread_ts=run.thread_ts)
-                self.store.save(run)
-            else:
-                self.poster.update(run.channel, run.progress_ts, text, blocks)
-        except SlackError as error:
-            log.warning("updating progress of %s: %s", run.id, error)
+        self.save(run)
+        ts = self.outbox.show(run, "progress", progress_text(run), progress_blocks(run, note), ts=run.progress_ts)
+        if ts is not None and run.progress_ts is None:
+            run.progress_ts = ts
+            self.save(run)
 
     def note(self, run: Run, line: str) -> None:
         """A live line (the agent's output), at most one update per second."""
@@ -61,10 +63,74 @@ class RunThread:
         self.update(run, note=line.strip())
 
     def report(self, run: Run) -> None:
-        """Post the report (and the PR link) in the thread."""
-        if run.thread_ts is None:
-            return
-        try:
-            self.poster.post(run.channel, report_text(run), thread_ts=run.thread_ts)
-        except SlackError as error:
-            log.warning("posting the report of %s: %s", run.id, error)
+        """Post the report (and the PR link) in the thread, or why the run was interrupted."""
+        if run.state is RunState.CANCELLED:
+            self.outbox.show(run, "cancelled", cancelled_text(run))
+        elif run.state is RunState.ABANDONED:
+            text, blocks = abandoned_message(run)
+            self.outbox.show(run, "abandoned", text, blocks)
+        else:
+            self.outbox.show(run, "report", report_text(run), report_blocks(run))
+
+
+def show_final_progress(outbox: Outbox, run: Run) -> None:
+    """Bring the run's progress message (if it was ever posted) to the run's final state."""
+    known = outbox.delivered(run.id).get("progress") or run.progress_ts
+    if known is not None or "progress" in outbox.pending(run.id):
+        outbox.show(run, "progress", progress_text(run), progress_blocks(run), ts=known)
+
+
+# -- runs that did not end by themselves ---------------------------------------------------------
+
+
+def step_title(step: str | None) -> str:
+    """`*agent* (Agent: implementing the track doc)`, or words for no step."""
+    if step is None:
+        return "before its first step"
+    title = STEP_TITLES.get(step)
+    return f"*{step}*" + (f" ({title})" if title else "")
+
+
+def reached_github(run: Run, open_pr: str | None = None) -> str:
+    """What of the run is on GitHub, from its steps: nothing, the branch, or the PR.
+
+    `open_pr` is what GitHub itself says about the branch's PR when the run died mid-publish.
+    """
+    push = next((s for s in run.steps if s.name == "push"), None)
+    pushed = push is not None and push.outcome is Outcome.OK
+    if run.pr_url:
+        return f"Branch `{run.branch}` is pushed and PR #{run.pr_number} is open: {run.pr_url}"
+    if open_pr:
+        return f"Branch `{run.branch}` is pushed and {open_pr}."
+    step = run.interrupted_step
+    if pushed and step == "pull_request":
+        return f"Branch `{run.branch}` is pushed; it stopped while opening the PR, and no PR was found."
+    if pushed:
+        return f"Branch `{run.branch}` is pushed; no PR was opened."
+    if step == "push" and push is None:  # died in the middle of `git push`
+        return f"It stopped while pushing: branch `{run.branch}` may or may not be on GitHub."
+    return "Nothing reached GitHub."
+
+
+def cancelled_text(run: Run) -> str:
+    """The thread's message when a run is cancelled."""
+    who = mention(run.cancelled_by) if run.cancelled_by else "someone"
+    where = (
+        "before it started"
+        if not run.steps and run.interrupted_step in (None, "preflight")
+        else (f"at step {step_title(run.interrupted_step)}")
+    )
+    return (
+        f":no_entry_sign: *{track_title(run)}* was cancelled by {who} {where}. {reached_github(run)} "
+        "`/track run` starts it again."
+    )
+
+
+def abandoned_message(run: Run, open_pr: str | None = None) -> tuple[str, Blocks]:
+    """The thread's message when a run's worker died: where it stopped, what is on GitHub, a Retry button."""
+    text = (
+        f":skull: *{track_title(run)}* was abandoned: its worker stopped answering during step "
+        f"{step_title(run.interrupted_step)}. {reached_github(run, open_pr)} "
+        "It will not run again by itself; press Retry to run the track again."
+    )
+    return text, [section(text), buttons(("retry_run", "Retry", run.id, "primary"))]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from bot.rules import Rules
-from bot.runs import GateStatus, Outcome, Run, RunState
+from bot.runs import DocGateCheck, GateResult, GateStatus, GuardrailConflict, Outcome, Run, RunState
 
 STEP_TITLES: dict[str, str] = {
     "preflight": "Preflight: fresh branch from origin/main",
@@ -127,17 +129,84 @@ def _command_lines(run: Run) -> list[str]:
     return lines or ["- (none)"]
 
 
+NO_GATE = "no gate applies to this change (no Go files changed, no script added, no deploy change)"
+GATE_TAIL_CHARS = 4000
+
+
+def _gate_summary(gate: GateResult, bold: str) -> str:
+    """`go test: **passed** (`go test ./...` in `app/` → exit 0, 1.2s)`; `bold` is `**` or `*`."""
+    if gate.status is GateStatus.NOT_RUN:
+        return f"{gate.name}: {bold}not run{bold}: {gate.reason}"
+    code = "timed out" if gate.exit_code is None else f"exit {gate.exit_code}"
+    where = f" in `{gate.cwd}/`" if gate.cwd else ""
+    return f"{gate.name}: {bold}{gate.status.value}{bold} (`{gate.command}`{where} → {code}, {gate.duration_s:.1f}s)"
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks inside `text`."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def _gate_lines(run: Run) -> list[str]:
     if not run.gates:
-        return ["- no gate applies to this change (no Go files changed, no script added)"]
+        return [f"- {NO_GATE}"]
     lines = []
     for gate in run.gates:
-        if gate.status is GateStatus.NOT_RUN:
-            lines.append(f"- {gate.name}: **not run** — {gate.reason}")
-        else:
-            code = "timed out" if gate.exit_code is None else f"exit {gate.exit_code}"
-            lines.append(f"- {gate.name}: **{gate.status.value}** (`{gate.command}` → {code}, {gate.duration_s:.1f}s)")
+        lines.append(f"- {_gate_summary(gate, '**')}")
+        tail = gate.output_tail.strip("\n")
+        if gate.status is not GateStatus.NOT_RUN and tail:
+            tail = tail[-GATE_TAIL_CHARS:]
+            fence = _fence(tail)
+            opened = " open" if gate.status is GateStatus.FAILED else ""
+            lines += [
+                f"  <details{opened}><summary>output (last lines)</summary>",
+                "",
+                f"  {fence}",
+                *[f"  {line}" for line in tail.splitlines()],
+                f"  {fence}",
+                "  </details>",
+            ]
     return lines
+
+
+def _doc_gate_line(check: DocGateCheck, bold: str) -> str:
+    if check.gates and check.status != GateStatus.NOT_RUN.value:
+        ran = ", ".join(f"`{name}`" for name in check.gates)
+        return f"{check.text} — ran by trackbot as {ran}: {bold}{check.status}{bold}"
+    return f"{check.text} — {bold}a person must check{bold}: {check.note}"
+
+
+def _doc_gate_lines(run: Run) -> list[str]:
+    return [f"- {_doc_gate_line(check, '**')}" for check in run.doc_gates] or ["- the doc names no required gates"]
+
+
+def _invariant_lines(run: Run) -> list[str]:
+    lines = []
+    for hit in run.invariant_hits:
+        lines.append(f"- `{hit.path}` line {hit.line} — {hit.invariant}: {hit.message}")
+        lines.append(f"  `{hit.text.replace('`', chr(39))}`")
+    return lines
+
+
+def _conflict_line(conflict: GuardrailConflict) -> str:
+    return f"the doc allows `{conflict.allowed}`, the procedure forbids `{conflict.forbidden}` (`{conflict.path}`)"
+
+
+def exception_offered(run: Run) -> bool:
+    """A STOP whose change a maintainer may still approve as a guardrail exception."""
+    return (
+        run.state is RunState.STOPPED
+        and bool(run.exception_paths)
+        and run.exception_of is None  # an exception's own run offers none
+        and run.exception_run is None
+    )
+
+
+def _exception_head(run: Run, mark: Callable[[str], str]) -> str:
+    paths = ", ".join(f"`{p}`" for p in run.exception_paths)
+    by = f" granted by {mark(run.exception_granted_by)}" if run.exception_granted_by else " granted"
+    return f"**Guardrail exception**{by} for {paths}"
 
 
 def failures(run: Run) -> list[str]:
@@ -153,28 +222,64 @@ def failures(run: Run) -> list[str]:
 def remains(run: Run) -> list[str]:
     """What a person still has to do."""
     todo = []
-    if run.state is RunState.STOPPED:
+    if exception_offered(run):
+        todo.append(
+            "A maintainer may approve the guardrail exception: trackbot then opens the PR with exactly this "
+            "change. Otherwise change the doc or the change, then `/track run` again."
+        )
+    elif run.state is RunState.STOPPED:
         todo.append("Fix what stopped the run (above), then `/track run` again.")
     elif run.state is RunState.FAILED:
         todo.append("A fault stopped the run (above); fix it and `/track run` again.")
     elif run.state is RunState.DRY_RUN:
         todo.append("`/track run` (without --dry-run) pushes the branch and opens the PR.")
     for gate in run.gates:
-        if gate.status is GateStatus.NOT_RUN:
-            todo.append(f"Run the gate `{gate.command}` yourself: {gate.reason}.")
+        if gate.status is GateStatus.NOT_RUN and not gate.command:
+            todo.append(f"{gate.reason[:1].upper()}{gate.reason[1:]}.")
+        elif gate.status is GateStatus.NOT_RUN:
+            where = f" in `{gate.cwd}/`" if gate.cwd else ""
+            todo.append(f"Run the gate `{gate.command}` yourself{where}: {gate.reason}.")
         elif gate.status is GateStatus.FAILED:
-            todo.append(f"Make `{gate.command}` pass (the PR is a draft until then).")
+            after = "then `/track run` again" if run.state is RunState.STOPPED else "the PR is a draft until then"
+            todo.append(f"Make `{gate.command}` pass ({after}).")
+    for check in run.doc_gates:
+        if not check.gates:
+            todo.append(f"Check the doc's required gate yourself: {check.text}")
+    if run.invariant_hits:
+        todo.append("Fix the added lines that break an invariant (see Invariants), or say in the PR why they must.")
+    if run.out_of_scope:
+        todo.append("Check that the changes outside the doc's scope belong to this track.")
     if run.pr_number is not None:
         todo.append(f"Review and merge PR #{run.pr_number}; then a maintainer approves advancing NEXT_TRACK.")
     return todo
 
 
+def _warnings_head(run: Run, quote: str, bold: str) -> list[str]:
+    """The warnings that open a report: failed gates (the reason for a draft) and invariants."""
+    head = []
+    failed = run.failed_gates()
+    if failed:
+        draft = " — this PR is a draft" if run.state is not RunState.STOPPED else ""
+        named = ", ".join(f"{g.name} ({'timed out' if g.exit_code is None else f'exit {g.exit_code}'})" for g in failed)
+        head.append(f"{quote}{bold}Gates failed{bold}{draft}: {named}")
+    if run.invariant_hits:
+        where = ", ".join(f"`{h.path}` line {h.line}" for h in run.invariant_hits[:5])
+        more = f" and {len(run.invariant_hits) - 5} more" if len(run.invariant_hits) > 5 else ""
+        head.append(
+            f"{quote}{bold}Invariants{bold}: {len(run.invariant_hits)} added line(s) break an invariant: {where}{more}"
+        )
+    return head
+
+
 def report_markdown(run: Run, rules: Rules) -> str:
     """The run's report: the PR body, and the full record of what trackbot did."""
     head = []
-    if run.failed_gates():
-        head.append("> **Gates failed** — this PR is a draft. " + ", ".join(g.name for g in run.failed_gates()))
-        head.append("")
+    if run.exception_of:
+        head.append(f"> {_exception_head(run, lambda user: f'`@{user}`')}")
+    head += _warnings_head(run, "> ", "**")
+    if head:
+        # One quote block, its warnings apart: `> a`, `>`, `> b`, then a blank line.
+        head = [*[line for item in head for line in (item, ">")][:-1], ""]
     parts = [
         *head,
         f"## {track_title(run)}",
@@ -182,12 +287,25 @@ def report_markdown(run: Run, rules: Rules) -> str:
         f"- Track: **{run.track}** (`{run.slug}`), plan `{run.plan_version or '-'}`",
         f"- Doc: `{run.doc}`",
         f"- Branch: `{run.branch}`, one commit `{rules.commit_message(run.track, run.slug)}`",
-        "",
-        "### Changed files",
-        *_changed_lines(run),
-        "",
-        "### Gates",
-        *_gate_lines(run),
+    ]
+    if run.exception_of:
+        parts.append(f"- Change: held from run `{run.exception_of}`, applied without an agent")
+    parts += ["", "### Changed files", *_changed_lines(run)]
+    if run.out_of_scope:
+        parts += [
+            "",
+            "### Outside the doc's scope",
+            "Advice, not a STOP: the doc's allowed paths do not cover these changes.",
+            *[f"- `{path}`" for path in run.out_of_scope],
+        ]
+    if run.exception_conflicts:
+        parts += ["", "### Guardrail conflict", *[f"- {_conflict_line(c)}" for c in run.exception_conflicts]]
+    parts += ["", "### Gates", *_gate_lines(run)]
+    if run.doc_gates:
+        parts += ["", "### The doc's required gates", *_doc_gate_lines(run)]
+    if run.invariant_hits:
+        parts += ["", "### Invariants", *_invariant_lines(run)]
+    parts += [
         "",
         "### Commands run",
         *_command_lines(run),
@@ -196,7 +314,9 @@ def report_markdown(run: Run, rules: Rules) -> str:
         *([f"- {line}" for line in failures(run)] or ["- none"]),
     ]
     if run.agent_summary:
-        parts += ["", "### Agent's summary", "", "```", run.agent_summary.strip()[-3000:], "```"]
+        summary = run.agent_summary.strip()[-3000:]
+        fence = _fence(summary)
+        parts += ["", "### Agent's summary", "", fence, summary, fence]
     todo = remains(run)
     if run.pr_number is None and run.commit_sha is not None:
         # The body of the PR being opened (or updated): it has no number yet, but it is what remains.
@@ -206,15 +326,20 @@ def report_markdown(run: Run, rules: Rules) -> str:
     return "\n".join(parts)
 
 
+SLACK_TAIL_LINES = {GateStatus.FAILED: 10, GateStatus.PASSED: 3}
+
+
 def report_text(run: Run) -> str:
-    """The report posted in the thread when the run ends."""
+    """The report posted in the thread when the run ends: what went wrong first, then the record."""
     lines = [f"*Report — {track_title(run)}* (`{run.doc}`)"]
+    if run.exception_of:
+        lines.append(f":unlock: {_exception_head(run, mention).replace('**', '*')}")
     if run.state is RunState.STOPPED:
         lines.append(f":octagonal_sign: *STOP* — {run.stop_reason}. Nothing was pushed.")
     elif run.state is RunState.FAILED:
         lines.append(
             f":boom: *Failed* — {run.error}. Nothing was pushed."
-            if run.pr_number is None
+            if run.pr_number is None and not any(s.name == "push" and s.outcome is Outcome.OK for s in run.steps)
             else f":boom: *Failed* — {run.error}."
         )
     if run.state is RunState.DRY_RUN:
@@ -223,16 +348,64 @@ def report_text(run: Run) -> str:
     if run.pr_url:
         draft = " (draft: a gate failed)" if run.draft else ""
         lines.append(f":link: PR #{run.pr_number}{draft}: {run.pr_url}")
-    lines.append("*Changed files:* " + (", ".join(f"`{c.path}`" for c in run.changed_files) or "none"))
-    lines.append("*Gates:*")
-    lines += [f"  {line[2:]}" for line in _gate_lines(run)]
+    lines += [f":warning: {line}" for line in _warnings_head(run, "", "*")]
     problems = failures(run)
     if problems:
         lines.append("*Failures:*")
         lines += [f"  • {p.strip()}" for p in problems]
+    if exception_offered(run):
+        lines.append(
+            "*Guardrail exception possible:* the doc explicitly allows every forbidden path this change touches:"
+        )
+        lines += [f"  • {_conflict_line(c)}" for c in run.exception_conflicts]
+        lines.append("  A maintainer may approve the exception; the change is kept until then (14 days).")
+    lines.append("*Changed files:* " + (", ".join(f"`{c.path}`" for c in run.changed_files) or "none"))
+    if run.out_of_scope:
+        lines.append("*Outside the doc's scope* (advice, not a STOP): " + ", ".join(f"`{p}`" for p in run.out_of_scope))
+    lines.append("*Gates:*")
+    if not run.gates:
+        lines.append(f"  {NO_GATE}")
+    for gate in run.gates:
+        lines.append(f"  {_gate_summary(gate, '*')}")
+        shown = SLACK_TAIL_LINES.get(gate.status, 0)
+        tail = gate.output_tail.strip("\n").splitlines()[-shown:] if shown else []
+        if tail:
+            lines.append("```" + "\n".join(tail).replace("```", "'''") + "```")
+    if run.doc_gates:
+        lines.append("*The doc's required gates:*")
+        lines += [f"  • {_doc_gate_line(check, '*')}" for check in run.doc_gates]
+    if run.invariant_hits:
+        lines.append("*Invariants:*")
+        lines += [f"  • `{h.path}` line {h.line} — {h.invariant}: {h.message}" for h in run.invariant_hits]
     lines.append("*What remains:*")
     lines += [f"  • {r}" for r in remains(run)] or ["  • nothing"]
     return "\n".join(lines)
+
+
+REPORT_SECTION_CHARS = 2900
+
+
+def report_blocks(run: Run) -> Blocks | None:
+    """Blocks for the thread's report when it needs a button (a guardrail exception to approve); None
+    otherwise (the plain text is the message)."""
+    if not exception_offered(run):
+        return None
+    text = report_text(run)
+    blocks: Blocks = []
+    chunk: list[str] = []
+    for line in text.splitlines():
+        while len(line) > REPORT_SECTION_CHARS:
+            blocks.append(section(line[:REPORT_SECTION_CHARS]))
+            line = line[REPORT_SECTION_CHARS:]
+        if chunk and len("\n".join([*chunk, line])) > REPORT_SECTION_CHARS:
+            blocks.append(section("\n".join(chunk)))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append(section("\n".join(chunk)))
+    blocks = blocks[:45]
+    blocks.append(buttons(("approve_exception", "Approve exception", run.id, "primary")))
+    return blocks
 
 
 def merge_prompt(run: Run, pr_number: int, new_track: int) -> tuple[str, Blocks]:

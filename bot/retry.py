@@ -46,7 +46,7 @@ class RetryNotQueued(RetryError):
 
 
 def retry_run(services: Services, run_id: str, user: str) -> Run:
-    """Queue a new run copying track, slug, doc, branch, channel and thread of run `run_id`.
+    """Queue a new run copying track, slug, doc, branch, channel, thread (and dry-run-ness) of run `run_id`.
 
     Raises RunNotFound, NotAllowed, NotRetryable, RepositoryBusy or RetryNotQueued (all RetryError).
     Returns the new, queued run; its thread is told who retried it.
@@ -73,6 +73,7 @@ def retry_run(services: Services, run_id: str, user: str) -> Run:
         channel=old.channel,
         thread_ts=old.thread_ts,
         retry_of=old.id,
+        dry_run=old.dry_run,
     )
     # As in `/track run`: stored before the lock is taken, so a racing command finds the holder's record.
     store.save(run)

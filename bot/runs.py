@@ -76,6 +76,35 @@ class GateResult(BaseModel):
     duration_s: float = 0.0
     reason: str = ""
     output_tail: str = ""
+    cwd: str = ""  # the folder it ran in, relative to the repository root ("" = the root)
+
+
+class DocGateCheck(BaseModel):
+    """A gate the track doc requires, and whether trackbot ran it or a person must check it."""
+
+    text: str  # the doc's bullet
+    kind: str  # go-test, compose, script or manual (bot.trackdoc.GATE_KINDS)
+    gates: list[str] = Field(default_factory=list)  # names of the gates trackbot ran for it
+    status: str = ""  # passed / failed / not run, from those gates; "" when trackbot ran nothing for it
+    note: str = ""  # why a person must check it
+
+
+class InvariantWarning(BaseModel):
+    """An added line that breaks one of the repository's invariants."""
+
+    invariant: str
+    path: str
+    line: int
+    text: str
+    message: str
+
+
+class GuardrailConflict(BaseModel):
+    """A changed path the track doc allows but the procedure forbids."""
+
+    path: str
+    allowed: str  # the doc's pattern that allows it
+    forbidden: str  # the procedure's forbidden entry
 
 
 class StepResult(BaseModel):
@@ -143,6 +172,24 @@ class Run(BaseModel):
     merged_by: str | None = None
     advanced_by: str | None = None
     advanced_to: int | None = None
+    # What the procedure found beyond pass/fail (bot.trackdoc, bot.invariants): advice in the report.
+    out_of_scope: list[str] = Field(default_factory=list)  # changed paths the doc's scope does not cover
+    doc_gates: list[DocGateCheck] = Field(default_factory=list)
+    invariant_hits: list[InvariantWarning] = Field(default_factory=list)
+    # A guardrail exception: a STOPPED run whose only forbidden paths the doc explicitly allows keeps
+    # its change (bot.store hold_change) until a maintainer grants it (bot.exception) or it expires.
+    exception_paths: list[str] = Field(default_factory=list)
+    exception_conflicts: list[GuardrailConflict] = Field(default_factory=list)
+    held_base: str | None = None  # the base commit of the held change
+    exception_of: str | None = None  # on the granted run: the STOPPED run whose change it applies
+    exception_granted_by: str | None = None  # the maintainer who granted it
+    exception_run: str | None = None  # on the STOPPED run: the run its exception was granted to
+    # Where a run executes, for the reaper (bot/reaper.py) and cancel (bot/cancel.py).
+    worker_host: str | None = None  # hostname of the worker whose job process ran it
+    worker_pid: int | None = None  # the job process (RQ's work horse)
+    agent_pgid: int | None = None  # the agent's process group (the agent runs in its own session)
+    process_group: int | None = None  # the process group of the command running now: agent, gate or git
+    interrupted_step: str | None = None  # the step a cancel or a dead worker cut short (or did not let start)
 
     def last_step(self) -> StepResult | None:
         """The most recent step result, if any."""

@@ -1,17 +1,26 @@
-"""The HTTP app: `/slack/events`, `/github/webhook`, `/healthz`. A plain WSGI app (gunicorn in production)."""
+"""The HTTP app: `/slack/events`, `/github/webhook`, `/healthz`, `/readyz`, `/metrics`.
+
+A plain WSGI app (gunicorn in production). `/healthz` says the process serves; `/readyz` that Redis
+answers and the Slack and GitHub credentials were found valid (see bot/doctor.py: Readiness);
+`/metrics` is the Prometheus exposition (bot/metrics.py).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from redis import RedisError
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
+from bot import metrics
 from bot.config import load_settings
+from bot.doctor import Readiness
 from bot.services import Services
 from handlers.github import MAX_BODY, GitHubWebhook
 from handlers.slack import build_slack_app
@@ -30,12 +39,18 @@ class TrackbotApp:
         self.bolt = build_slack_app(services)
         self.slack = SlackRequestHandler(self.bolt, path="/slack/events")
         self.github = GitHubWebhook(services)
+        self.readiness = Readiness(
+            services.redis, services.slack_client, services.github, services.settings, services.redact
+        )
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         if path == "/slack/events":
-            return self.slack(environ, start_response)
+            started = time.perf_counter()
+            acked = self.slack(environ, start_response)  # Bolt acks; listeners go on in its thread pool
+            self.services.metrics.slack_ack(time.perf_counter() - started)
+            return acked
         if path == "/github/webhook" and method == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             if length > MAX_BODY:
@@ -46,7 +61,20 @@ class TrackbotApp:
             return _plain(start_response, answer.status, answer.body)
         if path == "/healthz":
             return _plain(start_response, 200, "ok")
+        if path == "/readyz":
+            ready, text = self.readiness.check()
+            return _plain(start_response, 200 if ready else 503, text)
+        if path == "/metrics":
+            return self._metrics(start_response)
         return _plain(start_response, 404, "not found")
+
+    def _metrics(self, start_response: StartResponse) -> list[bytes]:
+        try:
+            body, content_type = metrics.render(self.services.redis, self.services.queue)
+        except RedisError as error:
+            return _plain(start_response, 503, f"metrics live in Redis, which does not answer: {error}")
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
 
 
 _REASONS = {
@@ -57,6 +85,7 @@ _REASONS = {
     404: "Not Found",
     413: "Payload Too Large",
     500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 

@@ -26,3 +26,18 @@ def test_a_rename_out_of_a_forbidden_folder_is_a_violation() -> None:
 def test_similar_names_outside_forbidden_folders_are_allowed() -> None:
     changes = [ChangedFile(status="A", path="docs/api-notes.md"), ChangedFile(status="A", path="docs/apis/x.md")]
     assert check_changes(changes, DEFAULT_RULES) == []
+
+
+def test_an_exact_file_entry_forbids_only_that_file() -> None:
+    from dataclasses import replace
+
+    rules = replace(DEFAULT_RULES, forbidden_prefixes=("docs/api/", "secrets.env", ".trackbot.toml"))
+    changes = [
+        ChangedFile(status="M", path="secrets.env"),
+        ChangedFile(status="A", path="secrets.env.example"),
+        ChangedFile(status="A", path="secrets.envelope/x.txt"),
+        ChangedFile(status="A", path=".trackbot.toml.bak"),
+        ChangedFile(status="M", path=".trackbot.toml"),
+        ChangedFile(status="A", path="docs/api"),
+    ]
+    assert [v.path for v in check_changes(changes, rules)] == ["secrets.env", ".trackbot.toml", "docs/api"]

@@ -71,8 +71,10 @@ def run_agent(
     env: Mapping[str, str],
     timeout_s: float,
     on_line: Callable[[str], None] | None = None,
+    idle_timeout_s: float | None = None,
 ) -> ProcessResult:
-    """Run the agent in `worktree` with `prompt` on stdin (then closed) until it exits or times out."""
+    """Run the agent in `worktree` with `prompt` on stdin (then closed) until it exits or times out
+    (or, with `idle_timeout_s`, prints nothing for that long)."""
     return run_process(
         agent_argv(command, worktree),
         worktree,
@@ -81,4 +83,5 @@ def run_agent(
         stdin_text=prompt,
         on_line=on_line,
         tail_lines=60,
+        idle_timeout_s=idle_timeout_s,
     )

@@ -9,16 +9,55 @@ the agent's output must never break the run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 NOTE_TEXT_LIMIT = 120
 NOTE_COMMAND_LIMIT = 100
 NOTE_FILES_LIMIT = 5
 _SHELLS = {"bash", "sh", "zsh", "dash"}
+# What a run's own CODEX_HOME gets from the operator's: the login and the configuration, nothing else
+# (no session logs or history of other runs).
+CODEX_HOME_FILES = ("auth.json", "config.toml")
+
+
+def is_codex(argv: list[str]) -> bool:
+    """Whether an agent command runs the Codex CLI (its JSONL events are then read as progress)."""
+    return bool(argv) and os.path.basename(argv[0]) in ("codex", "codex.exe")
+
+
+def operator_codex_home(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the operator's Codex keeps its login: `$CODEX_HOME`, else `~/.codex`."""
+    environ = os.environ if environ is None else environ
+    configured = environ.get("CODEX_HOME", "").strip()
+    return Path(configured).expanduser() if configured else Path(environ.get("HOME") or Path.home()) / ".codex"
+
+
+@contextlib.contextmanager
+def run_codex_home(environ: Mapping[str, str] | None = None) -> Iterator[Path]:
+    """A fresh CODEX_HOME for one run, with the operator's `auth.json` and `config.toml` copied in
+    (when present); removed when the run's agent is done, sessions and logs included."""
+    home = Path(tempfile.mkdtemp(prefix="trackbot-codex-home-"))
+    try:
+        source = operator_codex_home(environ)
+        for name in CODEX_HOME_FILES:
+            found = source / name
+            if found.is_file():
+                shutil.copyfile(found, home / name)
+                (home / name).chmod(0o600)
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 # Codex reports dropped streams as errors while it retries; those are not the run's failure.
 _TRANSIENT_RE = re.compile(r"\b(?:retrying|reconnecting|re-connecting)\b", re.IGNORECASE)
 

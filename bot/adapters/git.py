@@ -8,17 +8,22 @@ lands in a remote URL, `.git/config` or a log.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import psutil
 
 from bot.adapters.process import ProcessResult, run_process
 from bot.runs import ChangedFile, CommandRecord
 
 GIT_TIMEOUT_S = 600
+STALE_GIT_WAIT_S = 30.0  # how long prepare waits for a dead run's git command before killing it
 BOT_NAME = "trackbot"
 BOT_EMAIL = "trackbot@users.noreply.github.com"
 
@@ -71,17 +76,21 @@ class TrackClone:
     one run at a time uses it.
     """
 
-    def __init__(self, path: Path, url: str, base: str = "main", token: str | None = None) -> None:
+    def __init__(self, path: Path, url: str, base: str = "main", token: str | Callable[[], str] | None = None) -> None:
         self.path = path
         self.url = url
         self.base = base
-        self.env = git_env(token, url)
+        # A callable token is asked before each git command: a GitHub App's installation token
+        # expires after an hour, and a run (agent and gates) may last longer than that.
+        self._token = token if callable(token) else None
+        self.env = git_env(token if isinstance(token, str) else None, url)
         self.records: list[CommandRecord] = []
         self._saved_config: bytes | None = None
 
     def git(self, *args: str, doing: str | None = None, check: bool = True, cwd: Path | None = None) -> str:
         """Run one git command in the clone, record it, return its output."""
-        result = run_process(["git", *args], cwd or self.path, self.env, GIT_TIMEOUT_S, tail_lines=100000)
+        env = self.env if self._token is None else git_env(self._token(), self.url)
+        result = run_process(["git", *args], cwd or self.path, env, GIT_TIMEOUT_S, tail_lines=100000)
         self.records.append(
             CommandRecord(command=result.command, exit_code=result.exit_code, duration_s=round(result.duration_s, 3))
         )
@@ -97,29 +106,77 @@ class TrackClone:
     def prepare(self, branch: str) -> str:
         """Clone or fetch, then put a fresh `branch` at `origin/<base>` with a pristine work tree.
 
-        Returns the base commit's sha.
+        A clone a dead run left mid-command is made usable first: once no git process works in it
+        any more, stale `*.lock` files and an unfinished rebase are removed. A clone whose checkout
+        still fails is cloned afresh. Returns the base commit's sha.
         """
         if not (self.path / ".git").is_dir():
-            if self.path.exists():
-                shutil.rmtree(self.path)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.git(
-                "clone",
-                "--quiet",
-                "--origin",
-                "origin",
-                self.url,
-                str(self.path),
-                cwd=self.path.parent,
-                doing="git clone",
-            )
+            self._clone()
         else:
+            self._unstick()
             self.git("fetch", "--prune", "--quiet", "origin", doing="git fetch")
+        try:
+            self._reset_to_base(branch)
+        except GitError:
+            if not (self.path / ".git").is_dir():
+                raise
+            self._clone()  # a clone git cannot even check out is not worth saving
+            self._reset_to_base(branch)
+        self._saved_config = (self.path / ".git" / "config").read_bytes()
+        return self.git("rev-parse", "HEAD").strip()
+
+    def _clone(self) -> None:
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.git(
+            "clone",
+            "--quiet",
+            "--origin",
+            "origin",
+            self.url,
+            str(self.path),
+            cwd=self.path.parent,
+            doing="git clone",
+        )
+
+    def _reset_to_base(self, branch: str) -> None:
         self.git("checkout", "--quiet", "-f", "-B", branch, f"origin/{self.base}", doing="git checkout")
         self.git("reset", "--quiet", "--hard", f"origin/{self.base}", doing="git reset")
         self.git("clean", "-ffdxq", doing="git clean")
-        self._saved_config = (self.path / ".git" / "config").read_bytes()
-        return self.git("rev-parse", "HEAD").strip()
+
+    def git_processes(self) -> list[psutil.Process]:
+        """git processes working in this clone (a dead run's orphaned fetch, an agent's git...)."""
+        root = self.path.resolve()
+        found = []
+        for proc in psutil.process_iter(["name", "cwd", "status"]):
+            name, cwd = proc.info["name"] or "", proc.info["cwd"]
+            if not name.startswith("git") or not cwd or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            where = Path(cwd)
+            if where == root or root in where.parents:
+                found.append(proc)
+        return found
+
+    def _unstick(self, wait_s: float = STALE_GIT_WAIT_S) -> None:
+        """Remove what a git command killed mid-way leaves behind: `*.lock` files, rebase state."""
+        git_dir = self.path / ".git"
+        locks = [*git_dir.glob("*.lock"), *(git_dir / "refs").rglob("*.lock")]
+        unfinished = [git_dir / name for name in ("rebase-merge", "rebase-apply") if (git_dir / name).exists()]
+        if not locks and not unfinished:
+            return
+        deadline = time.monotonic() + wait_s
+        busy = self.git_processes()
+        while busy and time.monotonic() < deadline:
+            time.sleep(0.5)
+            busy = self.git_processes()
+        for proc in busy:  # still there: a dead run's git, stuck; the repository lock says no live run uses it
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+        for path in unfinished:
+            shutil.rmtree(path, ignore_errors=True)
 
     def remote_branch_sha(self, branch: str) -> str | None:
         """The sha of `origin/<branch>` as last fetched, or None if it does not exist."""

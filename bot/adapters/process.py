@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -9,12 +10,109 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 TAIL_LINES = 40
 KILL_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class LiveGroup:
+    """A command this process started and that has not ended yet: its process group and argv."""
+
+    pgid: int
+    argv: tuple[str, ...]
+    started_at: float
+
+
+# Every command run_process has started and not yet seen end, by process group: the job's heartbeat
+# stops them on cancel, and listeners record the agent's group on the run for the reaper.
+_live: dict[int, LiveGroup] = {}
+_listeners: list[Callable[[LiveGroup, bool], None]] = []
+_live_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def watching_processes(listener: Callable[[LiveGroup, bool], None]) -> Iterator[None]:
+    """Call `listener(group, started)` when run_process starts (True) or sees the end of (False) a command."""
+    with _live_lock:
+        _listeners.append(listener)
+    try:
+        yield
+    finally:
+        with _live_lock:
+            _listeners.remove(listener)
+
+
+def live_groups() -> list[LiveGroup]:
+    """The commands started by run_process in this process that are still running."""
+    with _live_lock:
+        return list(_live.values())
+
+
+def _tell(group: LiveGroup, started: bool) -> None:
+    with _live_lock:
+        if started:
+            _live[group.pgid] = group
+        else:
+            _live.pop(group.pgid, None)
+        listeners = list(_listeners)
+    for listener in listeners:
+        try:
+            listener(group, started)
+        except Exception:  # a listener never breaks the command
+            pass
+
+
+def group_members(pgid: int, not_before: float | None = None, not_after: float | None = None) -> list[psutil.Process]:
+    """Live (not zombie) processes in process group `pgid`; with `not_before`/`not_after` (epoch
+    seconds) only those started in that window: a guard against a recycled id naming another group."""
+    members = []
+    for proc in psutil.process_iter(["pid", "status", "create_time"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or os.getpgid(proc.pid) != pgid:
+                continue
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+        created = proc.info["create_time"] or 0.0
+        if not_before is not None and created < not_before - 1.0:
+            continue
+        if not_after is not None and created > not_after + 1.0:
+            continue
+        members.append(proc)
+    return members
+
+
+def kill_process_group(
+    pgid: int, grace_s: float = KILL_GRACE_S, not_before: float | None = None, not_after: float | None = None
+) -> bool:
+    """TERM process group `pgid`, then KILL what is left after `grace_s`. Works for any group on this
+    host, not only children of this process. Returns True if there was something to stop.
+
+    With `not_before`/`not_after`, nothing is signalled unless a member was started in that window
+    (the run's lifetime: a process started later is not its orphan, whatever its group id).
+    """
+    if not group_members(pgid, not_before, not_after):
+        return False
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return False
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not group_members(pgid):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
 
 
 @dataclass
@@ -27,6 +125,7 @@ class ProcessResult:
     output_tail: str
     timed_out: bool = False
     missing: bool = False  # the program was not found
+    idle: bool = False  # stopped by the idle watchdog: no output for `idle_timeout_s`
 
     @property
     def ok(self) -> bool:
@@ -47,10 +146,13 @@ def run_process(
     stdin_text: str | None = None,
     on_line: Callable[[str], None] | None = None,
     tail_lines: int = TAIL_LINES,
+    idle_timeout_s: float | None = None,
 ) -> ProcessResult:
     """Run `argv` in its own process group; on timeout stop the whole group (TERM, then KILL).
 
     stdin gets `stdin_text` and is then closed (agents that read a prompt on stdin hang otherwise).
+    With `idle_timeout_s`, a command that prints nothing for that long is stopped the same way
+    (`idle` in the result).
     """
     started = time.monotonic()
     command = display(argv)
@@ -68,12 +170,32 @@ def run_process(
         )
     except (FileNotFoundError, PermissionError) as error:
         return ProcessResult(command, None, time.monotonic() - started, str(error), missing=True)
+    group = LiveGroup(proc.pid, tuple(argv), time.time())
+    _tell(group, True)
+    try:
+        return _follow(proc, command, started, timeout_s, stdin_text, on_line, tail_lines, idle_timeout_s)
+    finally:
+        _tell(group, False)
 
+
+def _follow(
+    proc: subprocess.Popen[str],
+    command: str,
+    started: float,
+    timeout_s: float,
+    stdin_text: str | None,
+    on_line: Callable[[str], None] | None,
+    tail_lines: int,
+    idle_timeout_s: float | None,
+) -> ProcessResult:
+    """Feed stdin, collect the output, wait (stopping the group on timeout or when idle too long)."""
     tail: deque[str] = deque(maxlen=tail_lines)
+    last_output = [time.monotonic()]
 
     def read_output() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
+            last_output[0] = time.monotonic()
             line = line.rstrip("\n")
             tail.append(line)
             if on_line is not None:
@@ -95,11 +217,15 @@ def run_process(
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-    timed_out = False
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    timed_out = idle = False
+    if idle_timeout_s is None:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    else:
+        timed_out, idle = _wait_watching_idle(proc, started + timeout_s, last_output, idle_timeout_s)
+    if timed_out or idle:
         stop_process_group(proc)
     # Children may hold the pipe open after the leader exits; never hang on them.
     reader.join(timeout=2)
@@ -108,11 +234,33 @@ def run_process(
         reader.join(timeout=2)
     return ProcessResult(
         command,
-        None if timed_out else proc.returncode,
+        None if timed_out or idle else proc.returncode,
         time.monotonic() - started,
         "\n".join(tail),
         timed_out=timed_out,
+        idle=idle,
     )
+
+
+def _wait_watching_idle(
+    proc: subprocess.Popen[str], deadline: float, last_output: list[float], idle_timeout_s: float
+) -> tuple[bool, bool]:
+    """Wait for `proc` until `deadline`, or until it has printed nothing for `idle_timeout_s`.
+
+    Returns (timed out, idle); both False when the process exited by itself.
+    """
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            return True, False
+        idle_until = last_output[0] + idle_timeout_s
+        if now >= idle_until:
+            return False, True
+        try:
+            proc.wait(timeout=max(0.01, min(deadline, idle_until) - now))
+            return False, False
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def stop_process_group(proc: subprocess.Popen[str], grace_s: float = KILL_GRACE_S) -> None:

@@ -189,9 +189,13 @@ class EmbeddedRedis:
             self._remove_state_files()
             exe = _valkey_executable()
             last_error: RedisUnavailable | None = None
-            for _ in range(_PORT_ATTEMPTS):
+            # The port of the server that ran here before, if it is free: clients (a worker) that
+            # knew its URL reconnect to the restarted server by themselves.
+            previous = self._previous_port()
+            for attempt in range(_PORT_ATTEMPTS):
                 try:
-                    return self._launch(exe, _free_port(), timeout)
+                    port = previous if attempt == 0 and previous is not None else _free_port()
+                    return self._launch(exe, port, timeout)
                 except RedisUnavailable as exc:
                     last_error = exc
                     # Only a lost race for the port is worth retrying; anything else will fail again.
@@ -224,6 +228,21 @@ class EmbeddedRedis:
             f"a valkey-server (pid {pid}) is running in {self.data_dir} but does not answer at {url}; "
             f"stop it (kill {pid}) and retry"
         )
+
+    def _previous_port(self) -> int | None:
+        """The port in the config of the last server started in data_dir, when it is free now."""
+        try:
+            lines = self.config_file.read_text().splitlines()
+            port = next(int(line.split()[1]) for line in lines if line.startswith("port "))
+        except (OSError, ValueError, IndexError, StopIteration):
+            return None
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as valkey binds it
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return None
+        return port
 
     def _remove_state_files(self) -> None:
         for path in (self.pidfile, self.url_file):

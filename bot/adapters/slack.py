@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from slack_sdk import WebClient
@@ -27,9 +28,10 @@ def _redact_blocks(blocks: Any, redact: Redactor) -> Any:
 class SlackPoster:
     """Posts, updates and ephemerals through one WebClient, redacting everything it sends."""
 
-    def __init__(self, client: WebClient, redact: Redactor) -> None:
+    def __init__(self, client: WebClient, redact: Redactor, on_error: Callable[[str], None] | None = None) -> None:
         self.client = client
         self.redact = redact
+        self.on_error = on_error  # told the kind of every failed call (metrics)
 
     def _call(self, method: str, **params: Any) -> Any:
         # The typed methods (chat_postMessage...) encode blocks the way each API method expects.
@@ -41,9 +43,16 @@ class SlackPoster:
         try:
             return function(**{k: v for k, v in params.items() if v is not None})
         except SlackApiError as error:
-            raise SlackError(f"calling Slack {method}: {error.response.get('error', 'error')}") from None
+            code = str(error.response.get("error", "error"))
+            self._count_error(code)
+            raise SlackError(f"calling Slack {method}: {code}") from None
         except (SlackClientError, OSError) as error:
+            self._count_error("connection")
             raise SlackError(f"calling Slack {method}: {error}") from None
+
+    def _count_error(self, kind: str) -> None:
+        if self.on_error is not None:
+            self.on_error(kind)
 
     def post(
         self,

@@ -331,7 +331,6 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "SLACK_BOT_TOKEN": settings.slack_bot_token.get_secret_value(),
         "SLACK_SIGNING_SECRET": settings.slack_signing_secret.get_secret_value(),
         "SLACK_API_URL": settings.slack_api_url,
-        "GITHUB_TOKEN": settings.github_token.get_secret_value(),
         "GITHUB_REPOSITORY": settings.github_repository or "",
         "GITHUB_API_URL": settings.github_api_url,
         "GITHUB_WEBHOOK_SECRET": settings.github_webhook_secret.get_secret_value(),
@@ -343,11 +342,33 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "TRACKBOT_WORK_DIR": str(settings.work_dir),
         "TRACKBOT_AGENT_ENV": ",".join(settings.agent_env_passthrough),
         "TRACKBOT_GITHUB_WRITE_INTERVAL": str(settings.github_write_interval_s),
+        "TRACKBOT_HEARTBEAT_INTERVAL": str(settings.heartbeat_interval_s),
+        "TRACKBOT_LEASE_TTL": str(settings.lease_ttl_s),
+        "TRACKBOT_REAPER_INTERVAL": str(settings.reaper_interval_s),
+        "TRACKBOT_CANCEL_GRACE": str(settings.cancel_grace_s),
+        "TRACKBOT_WORKER_TTL": str(settings.worker_ttl_s),
+        "TRACKBOT_JOB_MONITORING_INTERVAL": str(settings.job_monitoring_interval_s),
+        "TRACKBOT_RQ_MAINTENANCE_INTERVAL": str(settings.rq_maintenance_interval_s),
+        "TRACKBOT_GITHUB_ATTEMPTS": str(settings.github_attempts),
+        "TRACKBOT_GITHUB_RETRY_BACKOFF": str(settings.github_retry_backoff_s),
     }
     if settings.git_url:
         env["TRACKBOT_GIT_URL"] = settings.git_url
+    if settings.github_token is not None:
+        env["GITHUB_TOKEN"] = settings.github_token.get_secret_value()
+    if settings.uses_github_app:
+        env["GITHUB_APP_ID"] = str(settings.github_app_id)
+        env["GITHUB_APP_PRIVATE_KEY"] = settings.github_app_key() or ""
+        env["GITHUB_APP_INSTALLATION_ID"] = str(settings.github_app_installation_id)
+    if settings.log_format:
+        env["TRACKBOT_LOG_FORMAT"] = settings.log_format
     if settings.channels:
         env["TRACKBOT_CHANNELS"] = ",".join(f"{c}={r}" for c, r in settings.channels.items())
+    # Roles (bot/roles.py) and the merge poller (bot/poller.py).
+    env["TRACKBOT_MAINTAINER_GROUPS"] = ",".join(settings.maintainer_groups)
+    env["TRACKBOT_RUNNER_GROUPS"] = ",".join(settings.runner_groups)
+    env["TRACKBOT_TWO_PERSON_RULE"] = "true" if settings.two_person_rule else "false"
+    env["TRACKBOT_POLL_INTERVAL"] = str(settings.poll_interval_s)
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
     return env

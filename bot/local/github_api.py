@@ -8,7 +8,9 @@ the git repository at ``repo_path`` (its ``main`` branch is the upstream), read 
 git plumbing only: a work tree, when there is one, belongs to the user and is only ever advanced
 with a fast-forward that refuses to clobber local edits.
 
-Only the standard library is used so the twin can run anywhere the bot runs.
+Only the standard library is used so the twin can run anywhere the bot runs (and PyJWT, which
+PyGithub brings, to check a GitHub App's JWT when a test turns the App on with ``enable_app``).
+Several repositories can share one twin's API URL (``serve``).
 """
 
 from __future__ import annotations
@@ -185,6 +187,47 @@ class _Fault:
     path_prefix: str | None
 
 
+@dataclass
+class _App:
+    """A GitHub App known to the twin: its id, public key, one installation, the tokens it issued."""
+
+    app_id: str
+    public_key_pem: str
+    installation_id: int
+    permissions: dict[str, str]
+    token_ttl_s: int
+    tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (epoch seconds)
+
+    def verify_jwt(self, text: str) -> None:
+        """Check the App's JWT as GitHub does: RS256 with the App's key, issued by the App, short-lived."""
+        import jwt  # PyJWT, which PyGithub needs anyway; only App tests get here
+
+        try:
+            claims = jwt.decode(
+                text,
+                self.public_key_pem,
+                algorithms=["RS256"],
+                options={"require": ["iat", "exp", "iss"]},
+                leeway=60,
+            )
+        except jwt.PyJWTError as error:
+            raise _HTTPError(401, f"A JSON web token could not be decoded ({error})") from error
+        if str(claims["iss"]) != self.app_id:
+            raise _HTTPError(401, "'Issuer' claim ('iss') must be the App's ID")
+        if int(claims["exp"]) - int(claims["iat"]) > 660:
+            raise _HTTPError(401, "'Expiration time' claim ('exp') is too far in the future")
+
+    def issue(self) -> tuple[str, float]:
+        token = "ghs_" + uuid.uuid4().hex + uuid.uuid4().hex[:4]
+        expires = dt.datetime.now(dt.UTC).timestamp() + self.token_ttl_s
+        self.tokens[token] = expires
+        return token, expires
+
+    def accepts(self, token: str) -> bool:
+        expires = self.tokens.get(token)
+        return expires is not None and expires > dt.datetime.now(dt.UTC).timestamp()
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -292,6 +335,19 @@ class GitHubTwin:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._jobs: list[threading.Thread] = []
+        # Several repositories behind one API URL (see serve()), a GitHub App (see enable_app()), and
+        # the `permissions` the repository reports (tests make read-only credentials with it).
+        self._started_at = _now()
+        self._host: GitHubTwin | None = None
+        self._others: dict[str, GitHubTwin] = {}
+        self._app: _App | None = None
+        self.repo_permissions: dict[str, bool] = {
+            "admin": True,
+            "maintain": True,
+            "push": True,
+            "triage": True,
+            "pull": True,
+        }
 
         self.git_dir, self.work_tree = self._locate_repo()
         if self._rev("refs/heads/main") is None:
@@ -302,6 +358,8 @@ class GitHubTwin:
     @property
     def api_url(self) -> str:
         """Root URL of the API (PyGithub ``base_url``), available once started."""
+        if self._host is not None:
+            return self._host.api_url
         if self._server is None:
             raise TwinError("GitHubTwin is not started")
         host, port = self._server.server_address[:2]
@@ -367,6 +425,39 @@ class GitHubTwin:
         """
         with self._lock:
             self._faults.append(_Fault(count, status, method.upper() if method else None, path_prefix))
+
+    def serve(self, other: GitHubTwin) -> GitHubTwin:
+        """Serve `other`'s repository from this twin's server too: several repositories, one API URL.
+
+        `other` is not started; its API calls, credentials and recorded requests are this twin's.
+        """
+        other._host = self
+        self._others[other.full_name.lower()] = other
+        return other
+
+    def enable_app(
+        self,
+        app_id: str,
+        public_key_pem: str,
+        installation_id: int,
+        permissions: dict[str, str] | None = None,
+        token_ttl_s: int = 3600,
+    ) -> None:
+        """Act as GitHub for a GitHub App: `POST /app/installations/{id}/access_tokens`, authenticated
+        with a JWT the App signed with its private key (RS256, checked against `public_key_pem`),
+        issues an installation token (`ghs_…`, valid `token_ttl_s`) that the API then accepts."""
+        self._app = _App(
+            str(app_id),
+            public_key_pem,
+            int(installation_id),
+            dict(permissions or {"contents": "write", "pull_requests": "write", "metadata": "read"}),
+            token_ttl_s,
+        )
+
+    @property
+    def installation_tokens(self) -> list[str]:
+        """Every installation token issued so far, oldest first."""
+        return [] if self._app is None else list(self._app.tokens)
 
     def merge_pull(self, number: int, merged_by: str = "alice") -> MergeResult:
         """Merge PR ``number`` into its base (the ``:merge N`` console command) and send the webhook.
@@ -539,13 +630,14 @@ class GitHubTwin:
             "clone_url": self.repo_path.as_uri(),
             "git_url": self.repo_path.as_uri(),
             "ssh_url": str(self.repo_path),
-            "permissions": {"admin": True, "maintain": True, "push": True, "triage": True, "pull": True},
+            "permissions": dict(self.repo_permissions),
             "allow_merge_commit": True,
             "allow_squash_merge": True,
             "allow_rebase_merge": False,
             "created_at": "2024-01-01T00:00:00Z",
-            "updated_at": _now(),
-            "pushed_at": _now(),
+            # Fixed, so a response changes (and its ETag with it) only when its data does.
+            "updated_at": self._started_at,
+            "pushed_at": self._started_at,
         }
 
     def _content_links(self, path: str, ref: str, sha: str, kind: str) -> dict[str, Any]:
@@ -709,7 +801,7 @@ class GitHubTwin:
         t = threading.Thread(target=job, name="github-twin-webhook", daemon=True)
         with self._lock:  # handler threads spawn concurrently
             self._jobs = [j for j in self._jobs if j.is_alive()] + [t]
-        t.start()
+            t.start()  # under the lock: wait_for_webhooks must never see a thread not yet started
 
     def _hook_payload(self, action: str, pr: PullRecord, sender: str) -> dict[str, Any]:
         return {
@@ -1015,6 +1107,30 @@ class GitHubTwin:
         self.requests.append(RecordedRequest(method, raw_path, recorded, resp.status, parsed))
         return resp
 
+    def _app_route(self, method: str, path: str, scheme: str, jwt_text: str) -> _Response:
+        assert self._app is not None
+        parts = path.strip("/").split("/")
+        if not (method == "POST" and len(parts) == 4 and parts[:2] == ["app", "installations"]):
+            raise _HTTPError(404, "Not Found")
+        if parts[3] != "access_tokens" or not parts[2].isdigit():
+            raise _HTTPError(404, "Not Found")
+        if scheme.lower() != "bearer":
+            raise _HTTPError(401, "A JSON web token could not be decoded")
+        self._app.verify_jwt(jwt_text)
+        if int(parts[2]) != self._app.installation_id:
+            raise _HTTPError(404, "Not Found")
+        token, expires = self._app.issue()
+        self._emit(f"github: installation token issued for installation {parts[2]}")
+        return _Response(
+            201,
+            {
+                "token": token,
+                "expires_at": dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "permissions": dict(self._app.permissions),
+                "repository_selection": "selected",
+            },
+        )
+
     def _rate_headers(self, status: int) -> dict[str, str]:
         reset = str(int(dt.datetime.now(dt.UTC).timestamp()) + 3600)
         remaining = "0" if status in (403, 429) else str(_RATE_LIMIT - 1)
@@ -1042,12 +1158,17 @@ class GitHubTwin:
     def _authorized(self, method: str, raw_path: str, headers: Mapping[str, str], data: Any) -> _Response:
         auth = headers.get("authorization") or ""
         scheme, _, given = auth.partition(" ")
-        if scheme.lower() not in ("token", "bearer") or not hmac.compare_digest(
-            given.strip().encode(), self.token.encode()
-        ):
-            raise _HTTPError(401, "Bad credentials")
         split = urllib.parse.urlsplit(raw_path)
         path = split.path
+        if self._app is not None and path.startswith("/app/"):
+            return self._app_route(method, path, scheme, given.strip())
+        installation = self._app is not None and self._app.accepts(given.strip())
+        if scheme.lower() not in ("token", "bearer") or not (
+            installation or hmac.compare_digest(given.strip().encode(), self.token.encode())
+        ):
+            raise _HTTPError(401, "Bad credentials")
+        if installation and path.rstrip("/") == "/user":
+            raise _HTTPError(403, "Resource not accessible by integration")
         fault = self._take_fault(method, path)
         if fault is not None:
             extra: dict[str, str] = {}
@@ -1076,11 +1197,13 @@ class GitHubTwin:
             return _Response(200, {"resources": resources, "rate": core})
         if len(parts) < 3 or parts[0] != "repos":
             raise _HTTPError(404, "Not Found")
-        if f"{parts[1]}/{parts[2]}".lower() != self.full_name.lower():
+        name = f"{parts[1]}/{parts[2]}".lower()
+        target = self if name == self.full_name.lower() else self._others.get(name)
+        if target is None:
             raise _HTTPError(404, "Not Found")
         rest = parts[3:]
-        with self._lock:
-            return self._route_repo(method, rest, query, data)
+        with target._lock:
+            return target._route_repo(method, rest, query, data)
 
     def _route_repo(self, method: str, rest: list[str], query: dict[str, str], data: dict[str, Any]) -> _Response:
         if not rest and method == "GET":

@@ -1,11 +1,24 @@
-"""The agent: the configured command in the work tree, the prompt on stdin, no secrets in its environment."""
+"""The agent: the configured command in the work tree, the prompt on stdin, no secrets in its environment.
+
+When the command runs the Codex CLI, its JSONL events become the live progress notes, its last
+message becomes the agent's summary, and it gets a CODEX_HOME of its own for the run. A run that
+carries a granted guardrail exception runs no agent: it applies the held change (bot.steps.held).
+"""
 
 from __future__ import annotations
 
-from bot.adapters.agent import AgentCommandError, agent_environment, run_agent
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from bot.adapters.agent import AgentCommandError, agent_argv, agent_environment, run_agent
+from bot.adapters.codex import CodexEvents, is_codex, run_codex_home
 from bot.pipeline import RunContext
 from bot.prompt import build_prompt
 from bot.runs import CommandRecord, Outcome, StepResult
+from bot.steps.held import apply_held_change
+
+AGENT_COMMANDS_SHOWN = 20
 
 
 def track_variables(ctx: RunContext) -> dict[str, str]:
@@ -24,26 +37,63 @@ def safe_environment(ctx: RunContext) -> dict[str, str]:
     return agent_environment(track_variables(ctx), ctx.settings.agent_env_passthrough, ctx.settings.secret_values())
 
 
+@contextlib.contextmanager
+def agent_home(codex: bool) -> Iterator[Path | None]:
+    """The run's own CODEX_HOME when the agent is Codex (removed afterwards), else None."""
+    if not codex:
+        yield None
+        return
+    with run_codex_home() as home:
+        yield home
+
+
 def agent(ctx: RunContext) -> StepResult:
     """Run the agent and fold whatever it did to git back into a plain work-tree change."""
     run = ctx.run
-    prompt = build_prompt(run.track, run.slug, run.doc, ctx.doc_text, ctx.rules)
+    if run.exception_of:
+        return apply_held_change(ctx)
+    settings = ctx.settings
+    prompt = build_prompt(run.track, run.slug, run.doc, ctx.doc_text, ctx.repo_rules.rules, ctx.spec)
     try:
-        result = run_agent(
-            ctx.settings.agent_command,
-            ctx.clone.path,
-            prompt,
-            safe_environment(ctx),
-            ctx.settings.agent_timeout_s,
-            on_line=lambda line: ctx.note(ctx.redact(line)),
-        )
+        codex = is_codex(agent_argv(settings.agent_command, ctx.clone.path))
     except AgentCommandError as error:
         return StepResult(name="agent", outcome=Outcome.STOPPED, summary=str(error))
+    events = CodexEvents(worktree=str(ctx.clone.path)) if codex else None
+
+    def on_line(line: str) -> None:
+        if events is None:
+            ctx.note(ctx.redact(line))
+            return
+        note = events.feed(line)
+        if note:
+            ctx.note(ctx.redact(note))
+
+    env = safe_environment(ctx)
+    idle_s = settings.agent_idle_timeout_s or None
+    with agent_home(codex) as home:
+        if home is not None:
+            env["CODEX_HOME"] = str(home)
+        result = run_agent(
+            settings.agent_command,
+            ctx.clone.path,
+            prompt,
+            env,
+            settings.agent_timeout_s,
+            on_line=on_line,
+            idle_timeout_s=idle_s,
+        )
     record = CommandRecord(
         command=ctx.redact(result.command), exit_code=result.exit_code, duration_s=round(result.duration_s, 3)
     )
-    run.agent_summary = ctx.redact(result.output_tail)
+    summary_text = events.final_message if events is not None and events.final_message else result.output_tail
+    run.agent_summary = ctx.redact(summary_text)
     notes = ctx.clone.restore_after_agent(run.branch, ctx.base_sha)
+    if events is not None:
+        shown = events.commands[-AGENT_COMMANDS_SHOWN:]
+        notes += [
+            f"the agent ran `{ctx.redact(command)}` → " + ("did not finish" if code is None else f"exit {code}")
+            for command, code in shown
+        ]
     if result.missing:
         return StepResult(
             name="agent",
@@ -52,22 +102,33 @@ def agent(ctx: RunContext) -> StepResult:
             summary=f"the agent command could not start ({ctx.redact(result.output_tail)}); "
             "install it or set TRACKBOT_AGENT_COMMAND",
         )
+    if result.idle:
+        return StepResult(
+            name="agent",
+            outcome=Outcome.STOPPED,
+            commands=[record],
+            details=notes,
+            summary=f"the agent was idle for {idle_s} s (no output) and was stopped; "
+            "its change was not used (TRACKBOT_AGENT_IDLE_TIMEOUT sets the limit)",
+        )
     if result.timed_out:
         return StepResult(
             name="agent",
             outcome=Outcome.STOPPED,
             commands=[record],
             details=notes,
-            summary=f"the agent did not finish within {ctx.settings.agent_timeout_s}s and was stopped",
+            summary=f"the agent did not finish within {settings.agent_timeout_s}s and was stopped",
         )
     if result.exit_code != 0:
+        why = f": {ctx.redact(events.error)}" if events is not None and events.error else ""
         return StepResult(
             name="agent",
             outcome=Outcome.STOPPED,
             commands=[record],
             details=notes,
-            summary=f"the agent exited {result.exit_code}; its change was not used",
+            summary=f"the agent exited {result.exit_code}{why}; its change was not used",
         )
+    # Exit 0 proves nothing: the guardrails look at the change itself (none at all is a STOP).
     return StepResult(
         name="agent",
         outcome=Outcome.OK,

@@ -1,13 +1,20 @@
-"""Format: gofmt on the changed Go files only, then the change is frozen for the commit."""
+"""Format: gofmt on the changed Go files only, then the change is frozen for the commit and its added
+lines are checked against the repository's invariants (warnings in the report, never a STOP)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 from bot.adapters.process import run_process
+from bot.invariants import check_invariants
 from bot.pipeline import RunContext
-from bot.runs import CommandRecord, Outcome, StepResult
+from bot.runs import CommandRecord, InvariantWarning, Outcome, StepResult
 from bot.steps.agent import safe_environment
+from bot.steps.guardrails import note_scope
+from bot.steps.held import diff_bytes
+
+INVARIANT_TEXT_LIMIT = 200
 
 
 def changed_go_files(ctx: RunContext) -> list[str]:
@@ -46,4 +53,29 @@ def format_go(ctx: RunContext) -> StepResult:
     # The commit holds exactly this tree: whatever the gates do afterwards cannot leak into it.
     ctx.tree_sha = ctx.clone.snapshot()
     ctx.run.changed_files = ctx.clone.changes(ctx.base_sha)
-    return StepResult(name="format", outcome=outcome, summary=summary, commands=commands)
+    note_scope(ctx)
+    details = check_added_lines(ctx)
+    return StepResult(name="format", outcome=outcome, summary=summary, commands=commands, details=details)
+
+
+def check_added_lines(ctx: RunContext) -> list[str]:
+    """The repository's invariants on the lines the frozen change adds; hits go on the run."""
+    invariants = ctx.repo_rules.invariants
+    if not invariants:
+        return []
+    diff = diff_bytes(ctx, "--cached", "--unified=0", "-M", ctx.base_sha).decode("utf-8", errors="replace")
+    try:
+        hits = check_invariants(diff, invariants)
+    except re.error as error:
+        return [f"the invariants could not be checked: {error}"]
+    ctx.run.invariant_hits = [
+        InvariantWarning(
+            invariant=hit.invariant,
+            path=hit.path,
+            line=hit.line,
+            text=ctx.redact(hit.text.strip())[:INVARIANT_TEXT_LIMIT],
+            message=hit.message,
+        )
+        for hit in hits
+    ]
+    return [f"`{hit.path}` line {hit.line}: {hit.invariant}" for hit in hits]

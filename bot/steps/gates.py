@@ -1,75 +1,292 @@
-"""Gates: `go test ./...` when Go changed, every added script run with its interpreter.
+"""Gates, by rule:
+
+- Go changed: `go test ./...` in each Go module the change touches (or the repository's `go_test`
+  command, once, from the root);
+- the deploy topology changed (a Compose file anywhere, or anything under `deploy/`): the doc's
+  compose smoke: `up`, each smoke command, then `down`, which runs even when the smoke fails;
+- a script added: run with its interpreter;
+- every other command of the repository's `[gates]`.
 
 A gate whose tool is missing is "not run", never passed. Gates run the repository's code, so they
-get the agent's environment: none of trackbot's secrets.
+get the agent's environment: none of trackbot's secrets. Each gate's timeout comes from the
+repository's rules. A failed gate makes the PR a draft, or STOPs the run before the push when
+the repository says `on_failure = "stop"`.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import re
+import shlex
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 from bot.adapters.process import run_process
 from bot.pipeline import RunContext
-from bot.runs import CommandRecord, GateResult, GateStatus, Outcome, StepResult
+from bot.repo_rules import BUILTIN_GATES, REPO_RULES_PATH
+from bot.runs import CommandRecord, DocGateCheck, GateResult, GateStatus, Outcome, StepResult
 from bot.steps.agent import safe_environment
 from bot.steps.format import changed_go_files
+from bot.trackdoc import ComposeGate, RequiredGate, TrackSpec
+
+COMPOSE_FILE_PATTERNS = ("docker-compose*.yml", "docker-compose*.yaml", "compose*.yml", "compose*.yaml")
+DEPLOY_DIR = "deploy/"
+# Words that are not programs to look for on PATH: shell builtins and keywords.
+_SHELL_WORDS = {
+    "cd", "export", "set", "unset", "source", ".", "test", "[", "[[", "true", "false", "echo", "printf",
+    "exit", ":", "eval", "exec", "if", "then", "else", "fi", "for", "do", "done", "while", "until",
+    "case", "esac", "!", "{", "}", "(", ")", "read", "shift", "wait", "pwd", "umask", "ulimit", "trap",
+}  # fmt: skip
+# Words after which the next word is still a command: keywords, and `sudo`.
+_SHELL_PREFIXES = {"sudo", "if", "then", "else", "elif", "do", "while", "until", "!", "{", "time"}
+_ASSIGNMENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_GO_TEST_RE = re.compile(r"\bgo\s+test\b")
 
 
-def planned_gates(ctx: RunContext) -> list[tuple[str, list[str]]]:
-    """(name, argv) of every gate this change calls for, in order."""
-    gates: list[tuple[str, list[str]]] = []
-    if changed_go_files(ctx):
-        gates.append(("go test", ["go", "test", "./..."]))
+@dataclass
+class Gate:
+    """A gate to run: its name, what a person would type, how trackbot runs it."""
+
+    name: str
+    command: str  # as shown in the report
+    argv: list[str]
+    tools: list[str]  # programs that must be installed
+    timeout_key: str  # the gate's name in the repository's [gates.timeouts]
+    cwd: str = ""  # relative to the repository root
+
+
+def shell_programs(command: str) -> list[str]:
+    """The programs a shell command line runs (best effort), builtins and repository paths left out.
+
+    An unreadable line gives none: a gate is never called "not installed" on a guess.
+    """
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        tokens = list(lexer)
+    except ValueError:
+        return []
+    programs: list[str] = []
+    at_start, skip_next = True, False
+    for token in tokens:
+        if skip_next:
+            skip_next = False
+            continue
+        if token and all(ch in "();<>|&" for ch in token):
+            if "<" in token or ">" in token:
+                skip_next = True  # a redirection's file, not a program
+            else:
+                at_start = True
+            continue
+        if not at_start:
+            continue
+        if _ASSIGNMENT_RE.match(token) or token in _SHELL_PREFIXES or token.startswith("-"):
+            continue
+        at_start = False
+        if token in _SHELL_WORDS or "/" in token or "$" in token or "`" in token:
+            continue
+        if token not in programs:
+            programs.append(token)
+    return programs
+
+
+def shell_gate(name: str, command: str, timeout_key: str, cwd: str = "") -> Gate:
+    """A gate that is a command line (from the doc or `.trackbot.toml`), run by a shell."""
+    return Gate(
+        name=name,
+        command=command,
+        argv=["bash", "-c", command],
+        tools=["bash", *shell_programs(command)],
+        timeout_key=timeout_key,
+        cwd=cwd,
+    )
+
+
+def go_module_dirs(ctx: RunContext, files: list[str]) -> list[str]:
+    """The folders of the Go modules (nearest `go.mod`) holding `files`; the root when there is none."""
+    root = ctx.clone.path
+    found: list[str] = []
+    for path in files:
+        folder = Path(path).parent
+        module = ""
+        while True:
+            if (root / folder / "go.mod").is_file():
+                module = "" if str(folder) == "." else folder.as_posix()
+                break
+            if str(folder) in (".", ""):
+                break
+            folder = folder.parent
+        if module not in found:
+            found.append(module)
+    return sorted(found)
+
+
+def go_gates(ctx: RunContext) -> list[Gate]:
+    """`go test ./...` per touched Go module, or the repository's own `go_test` command."""
+    files = changed_go_files(ctx)
+    if not files:
+        return []
+    configured = ctx.repo_rules.gate_commands.get("go_test")
+    if configured:
+        return [shell_gate("go test", configured, "go_test")]
+    modules = go_module_dirs(ctx, files)
+    return [
+        Gate(
+            name="go test" if len(modules) == 1 else f"go test ({module or '.'})",
+            command="go test ./...",
+            argv=["go", "test", "./..."],
+            tools=["go"],
+            timeout_key="go_test",
+            cwd=module,
+        )
+        for module in modules
+    ]
+
+
+def is_deploy_path(path: str) -> bool:
+    """A Compose file anywhere, or anything under `deploy/`: the deploy topology."""
+    name = path.rsplit("/", 1)[-1]
+    return path.startswith(DEPLOY_DIR) or any(fnmatch.fnmatchcase(name, p) for p in COMPOSE_FILE_PATTERNS)
+
+
+def deploy_paths(ctx: RunContext) -> list[str]:
+    """The changed paths (both sides of a rename) that are deploy topology."""
+    return [p for change in ctx.run.changed_files for p in change.paths() if is_deploy_path(p)]
+
+
+def script_gates(ctx: RunContext) -> list[Gate]:
+    """Every script the change adds, run with its interpreter."""
+    gates: list[Gate] = []
     for change in ctx.run.changed_files:
         if change.status != "A":
             continue
-        interpreter = ctx.rules.interpreter_for(change.path)
+        interpreter = ctx.repo_rules.rules.interpreter_for(change.path)
         if interpreter is not None:
-            gates.append((f"script {change.path}", [interpreter, change.path]))
+            gates.append(
+                Gate(
+                    name=f"script {change.path}",
+                    command=shlex.join([interpreter, change.path]),
+                    argv=[interpreter, change.path],
+                    tools=[interpreter],
+                    timeout_key="script",
+                )
+            )
     return gates
 
 
-def gates(ctx: RunContext) -> StepResult:
-    """Run each gate; a failed gate does not halt the run (the PR becomes a draft)."""
-    run = ctx.run
-    env = safe_environment(ctx)
-    commands: list[CommandRecord] = []
-    for name, argv in planned_gates(ctx):
-        command = " ".join(argv)
-        if shutil.which(argv[0], path=env.get("PATH")) is None:
-            run.gates.append(
-                GateResult(
-                    name=name,
-                    command=command,
-                    status=GateStatus.NOT_RUN,
-                    reason=f"{argv[0]} is not installed on the worker",
-                )
-            )
-            continue
-        result = run_process(argv, ctx.clone.path, env, ctx.settings.gate_timeout_s)
-        tail = ctx.redact(result.output_tail)
-        status = GateStatus.PASSED if result.ok else GateStatus.FAILED
-        reason = f"timed out after {ctx.settings.gate_timeout_s}s" if result.timed_out else ""
-        run.gates.append(
-            GateResult(
-                name=name,
-                command=command,
-                status=status,
-                exit_code=result.exit_code,
-                duration_s=round(result.duration_s, 3),
-                reason=reason,
-                output_tail=tail,
-            )
+def custom_gates(ctx: RunContext) -> list[Gate]:
+    """The repository's other `[gates]` commands (e.g. `lint = "make lint"`): they run on every change."""
+    return [
+        shell_gate(name, command, name)
+        for name, command in ctx.repo_rules.gate_commands.items()
+        if name not in BUILTIN_GATES
+    ]
+
+
+class GateRunner:
+    """Runs gates one by one, recording each as a GateResult and a CommandRecord."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.env = safe_environment(ctx)
+        self.commands: list[CommandRecord] = []
+
+    def missing_tool(self, gate: Gate) -> str | None:
+        return next((tool for tool in gate.tools if shutil.which(tool, path=self.env.get("PATH")) is None), None)
+
+    def not_run(self, gate: Gate, reason: str) -> GateResult:
+        result = GateResult(
+            name=gate.name, command=gate.command, status=GateStatus.NOT_RUN, reason=reason, cwd=gate.cwd
         )
-        commands.append(
+        self.ctx.run.gates.append(result)
+        return result
+
+    def run(self, gate: Gate) -> GateResult:
+        ctx = self.ctx
+        missing = self.missing_tool(gate)
+        if missing is not None:
+            return self.not_run(gate, f"{missing} not installed")
+        timeout = ctx.repo_rules.gate_timeout(gate.timeout_key, ctx.settings.gate_timeout_s)
+        cwd = ctx.clone.path / gate.cwd if gate.cwd else ctx.clone.path
+        ctx.note(f"gate: {ctx.redact(gate.command)}")
+        result = run_process(gate.argv, cwd, self.env, timeout)
+        tail = ctx.redact(result.output_tail)
+        reason = f"timed out after {timeout}s" if result.timed_out else ""
+        if result.missing:
+            return self.not_run(gate, f"{gate.argv[0]} could not start: {tail}")
+        gate_result = GateResult(
+            name=gate.name,
+            command=ctx.redact(gate.command),
+            status=GateStatus.PASSED if result.ok else GateStatus.FAILED,
+            exit_code=result.exit_code,
+            duration_s=round(result.duration_s, 3),
+            reason=reason,
+            output_tail=tail,
+            cwd=gate.cwd,
+        )
+        ctx.run.gates.append(gate_result)
+        where = f" (in {gate.cwd}/)" if gate.cwd else ""
+        self.commands.append(
             CommandRecord(
-                command=command,
+                command=gate_result.command + where,
                 exit_code=result.exit_code,
-                duration_s=round(result.duration_s, 3),
+                duration_s=gate_result.duration_s,
                 output_tail=tail,
                 note=reason,
             )
         )
+        return gate_result
+
+
+def compose_gates(compose: ComposeGate) -> tuple[Gate, list[Gate], Gate]:
+    """The doc's compose smoke as gates: up, each smoke command, down."""
+    up = shell_gate("compose up", compose.up, "compose")
+    smoke = [
+        shell_gate("compose smoke" if len(compose.smoke) == 1 else f"compose smoke {i}", command, "compose")
+        for i, command in enumerate(compose.smoke, start=1)
+    ]
+    down = shell_gate("compose down", compose.down, "compose")
+    return up, smoke, down
+
+
+def run_compose(runner: GateRunner, compose: ComposeGate) -> None:
+    """Up, then the smoke commands (only if up passed), then down: always, once up was tried."""
+    up, smoke, down = compose_gates(compose)
+    started = runner.run(up)
+    if started.status is GateStatus.NOT_RUN:
+        for gate in [*smoke, down]:
+            runner.not_run(gate, started.reason)
+        return
+    for gate in smoke:
+        if started.status is GateStatus.PASSED:
+            runner.run(gate)
+        else:
+            runner.not_run(gate, "compose up failed")
+    runner.run(down)
+
+
+NO_COMPOSE_SMOKE = "deploy topology changed but the doc names no compose smoke: a person must check"
+
+
+def gates(ctx: RunContext) -> StepResult:
+    """Run each gate; a failed gate does not halt the run (the PR becomes a draft) unless the
+    repository says `on_failure = "stop"`."""
+    run = ctx.run
+    runner = GateRunner(ctx)
+    for gate in go_gates(ctx):
+        runner.run(gate)
+    deploy = deploy_paths(ctx)
+    compose = ctx.spec.compose if ctx.spec is not None else None
+    if deploy and compose is not None:
+        run_compose(runner, compose)
+    elif deploy:
+        run.gates.append(
+            GateResult(name="compose smoke", command="", status=GateStatus.NOT_RUN, reason=NO_COMPOSE_SMOKE)
+        )
+    for gate in [*script_gates(ctx), *custom_gates(ctx)]:
+        runner.run(gate)
+    run.doc_gates = check_doc_gates(ctx.spec, run.gates, bool(deploy))
     if not run.gates:
         return StepResult(name="gates", outcome=Outcome.SKIPPED, summary="no gate applies to this change")
     failed = run.failed_gates()
@@ -80,10 +297,77 @@ def gates(ctx: RunContext) -> StepResult:
     if not_run:
         parts.append(f"{len(not_run)} not run ({', '.join(g.name for g in not_run)})")
     details = [f"{g.name}: {g.output_tail.splitlines()[-1] if g.output_tail else 'no output'}" for g in failed]
+    if failed and ctx.repo_rules.on_gate_failure == "stop":
+        return StepResult(
+            name="gates",
+            outcome=Outcome.STOPPED,
+            summary=f"{len(failed)} gate(s) failed ({', '.join(g.name for g in failed)}) and "
+            f'{REPO_RULES_PATH} says on_failure = "stop"',
+            commands=runner.commands,
+            details=details,
+        )
     return StepResult(
         name="gates",
         outcome=Outcome.FAILED if failed else Outcome.OK,
         summary=", ".join(parts),
-        commands=commands,
+        commands=runner.commands,
         details=details,
     )
+
+
+# -- the doc's required gates ------------------------------------------------------------------------
+
+
+def _words(command: str) -> str:
+    return " ".join(command.split())
+
+
+def _matches(required: RequiredGate, gate: GateResult) -> bool:
+    """Whether a gate trackbot ran is one the doc's bullet asks for."""
+    if not gate.command:
+        return False
+    for command in required.commands:
+        if _words(command) == _words(gate.command):
+            return True
+        if gate.name.startswith("go test") and _GO_TEST_RE.search(command):
+            return True
+        if gate.name.startswith("script "):
+            path = gate.name.removeprefix("script ")
+            words = [w.removeprefix("./") for w in command.split()]
+            if path in words:
+                return True
+    return False
+
+
+def _status(matched: list[GateResult]) -> str:
+    statuses = {g.status for g in matched}
+    for status in (GateStatus.FAILED, GateStatus.NOT_RUN, GateStatus.PASSED):
+        if status in statuses:
+            return status.value
+    return ""
+
+
+def check_doc_gates(spec: TrackSpec | None, ran: list[GateResult], deploy_changed: bool) -> list[DocGateCheck]:
+    """Each gate the doc requires: which of trackbot's gates covered it, or why a person must check it."""
+    if spec is None:
+        return []
+    checks: list[DocGateCheck] = []
+    for required in spec.required_gates:
+        check = DocGateCheck(text=required.text, kind=required.kind)
+        matched = [] if required.kind == "manual" else [g for g in ran if _matches(required, g)]
+        if matched:
+            check.gates = [g.name for g in matched]
+            check.status = _status(matched)
+            not_run = [g for g in matched if g.status is GateStatus.NOT_RUN]
+            if not_run:
+                check.note = f"trackbot could not run it ({not_run[0].reason})"
+        elif required.kind == "manual":
+            check.note = "the doc leaves it to a person"
+        elif required.kind == "compose" and not deploy_changed:
+            check.note = "the deploy topology did not change, so trackbot ran no compose smoke"
+        elif required.kind == "compose" and spec.compose is None:
+            check.note = "trackbot runs a compose smoke only when the doc names both its `up` and its `down`"
+        else:
+            check.note = "trackbot runs no gate that matches it"
+        checks.append(check)
+    return checks

@@ -1,33 +1,54 @@
-"""Guardrails: no forbidden path, no knob change, and some change at all."""
+"""Guardrails: no forbidden path, no knob change, and some change at all.
+
+The forbidden paths are the repository's own (`.trackbot.toml`, which is itself forbidden). A run that
+carries a granted guardrail exception lets exactly the granted paths through; anything else still STOPs.
+"""
 
 from __future__ import annotations
 
 from bot.guardrails import check_changes
 from bot.pipeline import RunContext
 from bot.runs import Outcome, StepResult
+from bot.steps.held import offer_exception
+from bot.trackdoc import out_of_scope
+
+
+def note_scope(ctx: RunContext) -> None:
+    """Record the changed paths the doc's allowed scope does not cover (advice, never a STOP)."""
+    spec = ctx.spec
+    ctx.run.out_of_scope = out_of_scope(ctx.run.changed_files, spec.allowed) if spec is not None else []
 
 
 def guardrails(ctx: RunContext) -> StepResult:
     """STOP on a forbidden change or on no change; nothing is pushed either way."""
     run = ctx.run
     run.changed_files = ctx.clone.changes(ctx.base_sha)
+    note_scope(ctx)
     if not run.changed_files:
         return StepResult(
             name="guardrails",
             outcome=Outcome.STOPPED,
             summary="the agent changed nothing, so there is nothing to commit",
         )
-    violations = check_changes(run.changed_files, ctx.rules)
+    violations = check_changes(run.changed_files, ctx.repo_rules.rules)
+    granted = []
+    if run.exception_of:
+        granted = [v for v in violations if v.path in run.exception_paths]
+        violations = [v for v in violations if v.path not in run.exception_paths]
     if violations:
         names = ", ".join(f"`{v.path}`" for v in violations)
-        return StepResult(
+        stopped = StepResult(
             name="guardrails",
             outcome=Outcome.STOPPED,
             summary=f"the change touches forbidden paths: {names}",
             details=[f"`{v.path}`: {v.reason}" for v in violations],
         )
-    return StepResult(
-        name="guardrails",
-        outcome=Outcome.OK,
-        summary=f"{len(run.changed_files)} changed file(s), none forbidden",
-    )
+        if not run.exception_of:
+            offer_exception(ctx, violations, stopped)
+        return stopped
+    summary = f"{len(run.changed_files)} changed file(s), none forbidden"
+    if granted:
+        by = f" by @{run.exception_granted_by}" if run.exception_granted_by else ""
+        paths = ", ".join(f"`{p}`" for p in dict.fromkeys(v.path for v in granted))
+        summary = f"{len(run.changed_files)} changed file(s); {paths} passed by the exception granted{by}"
+    return StepResult(name="guardrails", outcome=Outcome.OK, summary=summary)

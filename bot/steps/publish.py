@@ -10,7 +10,7 @@ from bot.runs import Outcome, StepResult
 def commit(ctx: RunContext) -> StepResult:
     """Exactly one commit `chore(track{N}): {slug}` holding the frozen change."""
     run = ctx.run
-    message = ctx.rules.commit_message(run.track, run.slug)
+    message = ctx.repo_rules.rules.commit_message(run.track, run.slug)
     run.commit_sha = ctx.clone.commit(ctx.tree_sha, ctx.base_sha, message, run.branch)
     run.diff_stat = ctx.clone.diff_stat(ctx.base_sha, run.commit_sha)
     return StepResult(name="commit", outcome=Outcome.OK, summary=f"`{message}` ({run.commit_sha[:8]})")
@@ -38,8 +38,8 @@ def pull_request(ctx: RunContext) -> StepResult:
     if run.dry_run:
         return StepResult(name="pull_request", outcome=Outcome.SKIPPED, summary="dry run: no PR")
     run.draft = bool(run.failed_gates())
-    title = ctx.rules.pr_title(run.track, run.slug)
-    body = ctx.redact(report_markdown(run, ctx.rules))
+    title = ctx.repo_rules.rules.pr_title(run.track, run.slug)
+    body = ctx.redact(report_markdown(run, ctx.repo_rules.rules))
     base = ctx.settings.base_branch
     existing = ctx.github.find_open_pull(run.branch, base)
     if existing is not None:
