@@ -35,6 +35,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from redis import Redis, RedisError
     from rq import Worker
 
+    from bot.poller import PollerLoop
     from bot.reaper import Maintenance
     from bot.services import Services
 
@@ -48,6 +49,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # The background thread has its own connection: the work horse forks from this process.
     background = Services(settings=settings, redis=Redis.from_url(str(url), health_check_interval=30))
     maintenance = Maintenance(background).start()
+    # Merges without a webhook (Socket Mode): its own services, so its GitHub client is its own thread's.
+    poller = PollerLoop(Services(settings=settings, redis=Redis.from_url(str(url), health_check_interval=30)))
+    poller.start()  # a no-op when TRACKBOT_POLL_INTERVAL is 0
 
     class TrackbotWorker(Worker):
         stop_signalled = False  # SIGTERM/SIGINT: stop for good, not a crash to recover from
@@ -93,6 +97,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 0
     finally:
         maintenance.stop()
+        poller.stop()
 
 
 def cmd_web(args: argparse.Namespace) -> int:

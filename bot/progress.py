@@ -7,6 +7,7 @@ later, and never fails the run.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -29,6 +30,7 @@ from bot.runs import Outcome, Run, RunState
 log = logging.getLogger(__name__)
 
 MIN_NOTE_INTERVAL_S = 1.0
+MIN_UPDATE_INTERVAL_S = 1.0  # Slack's chat.update allows about one per second per message
 
 
 class RunThread:
@@ -38,6 +40,11 @@ class RunThread:
         self.outbox = outbox
         self.save = save  # persists the run (the job's lease-guarded save)
         self._last_note_at = 0.0
+        # Coalescing: at most one chat.update per MIN_UPDATE_INTERVAL_S; what waits is the newest state.
+        self._lock = threading.Lock()
+        self._last_update_at = -MIN_UPDATE_INTERVAL_S
+        self._pending: tuple[Run, str, Blocks] | None = None
+        self._timer: threading.Timer | None = None
 
     def ensure_parent(self, run: Run) -> None:
         """Post the parent message if the command handler could not."""
@@ -47,9 +54,35 @@ class RunThread:
         self.save(run)
 
     def update(self, run: Run, note: str = "") -> None:
-        """Show the run's steps in the progress message (posting it the first time)."""
+        """Show the run's steps in the progress message (posting it the first time).
+
+        Updates closer together than MIN_UPDATE_INTERVAL_S are coalesced: the newest state is sent
+        when the interval has passed (or before the report), never an older one after it.
+        """
         self.save(run)
-        ts = self.outbox.show(run, "progress", progress_text(run), progress_blocks(run, note), ts=run.progress_ts)
+        with self._lock:
+            self._pending = (run, progress_text(run), progress_blocks(run, note))
+            wait = self._last_update_at + MIN_UPDATE_INTERVAL_S - time.monotonic()
+            if run.progress_ts is not None and wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self.flush_progress)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+        self.flush_progress()
+
+    def flush_progress(self) -> None:
+        """Send the newest waiting progress state now."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            pending, self._pending = self._pending, None
+            if pending is None:
+                return
+            run, text, blocks = pending
+            ts = self.outbox.show(run, "progress", text, blocks, ts=run.progress_ts)
+            self._last_update_at = time.monotonic()
         if ts is not None and run.progress_ts is None:
             run.progress_ts = ts
             self.save(run)
@@ -64,6 +97,7 @@ class RunThread:
 
     def report(self, run: Run) -> None:
         """Post the report (and the PR link) in the thread, or why the run was interrupted."""
+        self.flush_progress()  # the final progress state goes before the report
         if run.state is RunState.CANCELLED:
             self.outbox.show(run, "cancelled", cancelled_text(run))
         elif run.state is RunState.ABANDONED:

@@ -138,3 +138,14 @@ def test_poller_loop_runs_in_the_background_and_only_one_process_polls_per_inter
     finally:
         loop.stop()
     assert prompts(stack) == [PROMPT]
+
+
+def test_a_worker_polls_merges_when_no_webhook_arrives(make_stack, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TRACKBOT_POLL_INTERVAL", "1")
+    stack = make_stack()
+    stack.handle("/track run")
+    stack.handle(":wait 120")
+    stack.github.webhook_url = None  # as in Socket Mode: GitHub cannot reach the bot
+    stack.github.merge_pull(1)
+    prompt = stack.slack.wait_for(lambda m: m.text.startswith("PR #1 merged. Advance NEXT_TRACK"), timeout=20)
+    assert [a for a, _, _ in prompt.buttons()] == ["approve_advance", "dismiss_advance"]

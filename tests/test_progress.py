@@ -1,0 +1,50 @@
+"""The progress message: one per run, updated at most once a second, newest state last."""
+
+from __future__ import annotations
+
+import time
+
+from redis import Redis
+from slack_sdk import WebClient
+
+from bot.adapters.slack import SlackPoster
+from bot.local.slack_api import SlackTwin
+from bot.outbox import Outbox
+from bot.progress import MIN_UPDATE_INTERVAL_S, RunThread
+from bot.redact import Redactor
+from bot.runs import Outcome, Run, RunState, StepResult
+from bot.store import RunStore
+
+
+def test_rapid_progress_is_coalesced_to_one_update_a_second_and_the_newest_state_wins(redis: Redis) -> None:
+    with SlackTwin("xoxb-test-token", {"U0ALICE": "alice"}) as slack:
+        poster = SlackPoster(WebClient(token="xoxb-test-token", base_url=slack.api_url), Redactor())
+        store = RunStore(redis)
+        run = Run(
+            repo="acme/widgets",
+            track=1,
+            slug="hello",
+            doc="d.md",
+            branch="track-1-hello",
+            requested_by="U0ALICE",
+            channel="C0TRACKS",
+            state=RunState.RUNNING,
+        )
+        store.add(run)
+        run.thread_ts = poster.post("C0TRACKS", "parent")
+        thread = RunThread(Outbox(poster, store), store.save)
+        started = time.monotonic()
+        for n in range(30):  # thirty step changes in well under a second
+            run.steps.append(StepResult(name="gates", outcome=Outcome.OK, summary=f"change {n}"))
+            thread.update(run)
+        run.state = RunState.PR_OPEN
+        thread.update(run)  # the final state, as the pipeline sends it
+        thread.report(run)
+        elapsed = time.monotonic() - started
+        updates = [params for method, params in slack.calls if method == "chat.update"]
+        posts = [m for m in slack.snapshot() if m.thread_ts == run.thread_ts]
+        progress = [m for m in posts if m.ts == run.progress_ts]
+        assert len(progress) == 1  # one progress message, posted once
+        assert len(updates) <= elapsed / MIN_UPDATE_INTERVAL_S + 1, (len(updates), elapsed)
+        assert "change 29" in progress[0].text and "PR open" in progress[0].text  # the newest state
+        assert posts[-1].text.startswith("*Report")  # the report comes after the final progress
