@@ -379,10 +379,30 @@ def report_text(run: Run) -> str:
         lines += [f"  • `{h.path}` line {h.line} — {h.invariant}: {h.message}" for h in run.invariant_hits]
     lines.append("*What remains:*")
     lines += [f"  • {r}" for r in remains(run)] or ["  • nothing"]
-    return "\n".join(lines)
+    return cut_report("\n".join(lines), run)
 
 
 REPORT_SECTION_CHARS = 2900
+# A thread report longer than this is cut: Slack shows long messages badly, and the PR body has it all.
+SLACK_REPORT_CHARS = 3500
+
+
+def cut_report(text: str, run: Run, limit: int = SLACK_REPORT_CHARS) -> str:
+    """`text` cut at a line boundary to about `limit` characters, ending with where the full report is."""
+    if len(text) <= limit:
+        return text
+    where = f"the PR body: {run.pr_url}" if run.pr_url else f"the run record (`{run.id}`; `/track history`)"
+    kept: list[str] = []
+    size = 0
+    for line in text.splitlines():
+        if size + len(line) + 1 > limit - 200:
+            break
+        kept.append(line)
+        size += len(line) + 1
+    if sum(part.count("```") for part in kept) % 2:
+        kept.append("```")  # close a code block the cut left open
+    kept.append(f"… (report cut) The full report is in {where}")
+    return "\n".join(kept)
 
 
 def report_blocks(run: Run) -> Blocks | None:

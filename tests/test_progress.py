@@ -48,3 +48,26 @@ def test_rapid_progress_is_coalesced_to_one_update_a_second_and_the_newest_state
         assert len(updates) <= elapsed / MIN_UPDATE_INTERVAL_S + 1, (len(updates), elapsed)
         assert "change 29" in progress[0].text and "PR open" in progress[0].text  # the newest state
         assert posts[-1].text.startswith("*Report")  # the report comes after the final progress
+
+
+def test_a_long_report_is_cut_with_a_link_to_the_full_report_in_the_pr() -> None:
+    from bot.render import SLACK_REPORT_CHARS, report_text
+    from bot.runs import ChangedFile
+
+    run = Run(
+        repo="acme/widgets",
+        track=1,
+        slug="hello",
+        doc="d.md",
+        branch="track-1-hello",
+        requested_by="U0ALICE",
+        channel="C0TRACKS",
+        state=RunState.PR_OPEN,
+        pr_number=7,
+        pr_url="https://github.com/acme/widgets/pull/7",
+        changed_files=[ChangedFile(status="A", path=f"gen/file-{n:04d}.txt") for n in range(600)],
+    )
+    text = report_text(run)
+    assert len(text) <= SLACK_REPORT_CHARS
+    assert text.startswith("*Report — Track 1: hello*") and ":link: PR #7" in text
+    assert text.endswith("The full report is in the PR body: https://github.com/acme/widgets/pull/7")
