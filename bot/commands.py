@@ -306,12 +306,8 @@ class Commands:
             channel=channel,
             dry_run=dry_run,
         )
-        # Saved (not yet listed) before taking the lock: a concurrent `/track run` that finds the lock
-        # must find its holder's record too, or it takes the lock over as stale and both runs start.
-        services.store.save(run)
-        holder = services.store.try_lock(run.repo, run.id)
+        holder = services.store.claim(run)
         if holder is not None:
-            services.store.discard(run.id)
             busy = self.holder_run(holder)
             if busy is None:
                 return Reply("Another run holds this repository; try again in a moment.")
@@ -320,7 +316,6 @@ class Commands:
                 f"(queued by {mention(busy.requested_by)}): {self.link(busy)}. "
                 "One run per repository at a time."
             )
-        services.store.add(run)
         try:
             run.thread_ts = services.poster.post(channel, parent_text(run))
             services.store.save(run)

@@ -56,34 +56,22 @@ def grant_exception(services: Services, run_id: str, user: str) -> Run:
         )
     if not store.once("exception", run_id, ttl_s=HELD_CHANGE_TTL_S):
         raise ExceptionRefused(f"The exception for run `{run_id}` was already granted.")
-    run = Run(
-        repo=stopped.repo,
-        track=stopped.track,
-        slug=stopped.slug,
-        doc=stopped.doc,
-        plan_version=stopped.plan_version,
-        branch=stopped.branch,
-        requested_by=user,
-        channel=stopped.channel,
-        thread_ts=stopped.thread_ts,
+    run = stopped.follow_up(
+        user,
         exception_of=stopped.id,
         exception_paths=list(stopped.exception_paths),
         exception_conflicts=list(stopped.exception_conflicts),
         held_base=stopped.held_base,
         exception_granted_by=user,
     )
-    # As `/track run` does: saved before taking the lock, so a concurrent run finds its holder's record.
-    store.save(run)
-    holder = store.try_lock(run.repo, run.id)
+    holder = store.claim(run)
     if holder is not None:
-        store.discard(run.id)
         store.forget("exception", run_id)
         busy = store.get(holder)
         what = f"Track {busy.track} is {busy.state.value}" if busy is not None else "Another run holds it"
         raise ExceptionRefused(
             f"{what} for {run.repo}: one run per repository at a time. Approve again when it is done."
         )
-    store.add(run)
     stopped.exception_run = run.id
     store.save(stopped)
     try:

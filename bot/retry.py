@@ -62,28 +62,12 @@ def retry_run(services: Services, run_id: str, user: str) -> Run:
             f"{track_title(old)} is {STATE_WORDS[old.state]}: "
             + ("it is still going." if old.state.active else "there is nothing to retry.")
         )
-    run = Run(
-        repo=old.repo,
-        track=old.track,
-        slug=old.slug,
-        doc=old.doc,
-        plan_version=old.plan_version,
-        branch=old.branch,
-        requested_by=user,
-        channel=old.channel,
-        thread_ts=old.thread_ts,
-        retry_of=old.id,
-        dry_run=old.dry_run,
-    )
-    # As in `/track run`: stored before the lock is taken, so a racing command finds the holder's record.
-    store.save(run)
-    holder = store.try_lock(run.repo, run.id)
+    run = old.follow_up(user, retry_of=old.id, dry_run=old.dry_run)
+    holder = store.claim(run)
     if holder is not None:
-        store.discard(run.id)
         busy = store.get(holder)
         what = f"{track_title(busy)} is {STATE_WORDS[busy.state]}" if busy else "Another run holds it"
         raise RepositoryBusy(f"{run.repo} is busy: {what}. One run per repository at a time.", busy)
-    store.add(run)
     outbox = Outbox(services.poster, store)
     if run.thread_ts is None:
         run.thread_ts = outbox.show(run, "parent", parent_text(run), in_thread=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -190,6 +191,21 @@ class Run(BaseModel):
     agent_pgid: int | None = None  # the agent's process group (the agent runs in its own session)
     process_group: int | None = None  # the process group of the command running now: agent, gate or git
     interrupted_step: str | None = None  # the step a cancel or a dead worker cut short (or did not let start)
+
+    def follow_up(self, requested_by: str, **fields: Any) -> Run:
+        """A new queued run of the same track, branch and thread (a retry, a granted exception)."""
+        return Run(
+            repo=self.repo,
+            track=self.track,
+            slug=self.slug,
+            doc=self.doc,
+            plan_version=self.plan_version,
+            branch=self.branch,
+            requested_by=requested_by,
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            **fields,
+        )
 
     def last_step(self) -> StepResult | None:
         """The most recent step result, if any."""

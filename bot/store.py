@@ -101,6 +101,20 @@ class RunStore:
             return None
         return self.get(run_id.decode() if isinstance(run_id, bytes) else run_id)
 
+    def claim(self, run: Run) -> str | None:
+        """Take the repository for a new run and list it. Returns None on success, else the holder's id.
+
+        The record is saved before the lock is taken: a concurrent claim that finds the lock must find
+        its holder's record too, or it would take the lock over as stale and both runs would start.
+        """
+        self.save(run)
+        holder = self.try_lock(run.repo, run.id)
+        if holder is not None:
+            self.discard(run.id)
+            return holder
+        self.add(run)
+        return None
+
     def try_lock(self, repo: str, run_id: str) -> str | None:
         """Take the repository's lock for `run_id`. Returns None on success, else the holder's run id.
 
