@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
+from bot.errors import ReadableError
+
 KNOB_PATH = "configs/NEXT_TRACK.json"
 
 SLUG_MAX_LENGTH = 100
@@ -32,17 +34,8 @@ TRACK_KEY_RE = re.compile(r"^[1-9][0-9]*$")
 _WINDOWS_DRIVE_RE = re.compile(r"^[A-Za-z]:")
 
 
-class KnobError(ValueError):
+class KnobError(ReadableError):
     """The knob cannot be used. ``str()`` is one paragraph for a human: what is wrong and what to do."""
-
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        # Individual problems, for callers that want to render them as a list.
-        self.problems: list[str] = problems if problems is not None else [message]
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def validate_slug(slug: str) -> str:

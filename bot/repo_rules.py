@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bot.errors import ReadableError
 from bot.invariants import DEFAULT_INVARIANTS, Invariant
 from bot.knob import safe_repo_path
 from bot.rules import DEFAULT_RULES, Rules
@@ -49,16 +50,8 @@ _INVARIANT_KEYS = ("name", "paths", "pattern", "message")
 _BAD_REF_CHARS_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
-class RepoRulesError(ValueError):
+class RepoRulesError(ReadableError):
     """``.trackbot.toml`` cannot be used. ``str()`` lists every problem: where, why, what to change."""
-
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.problems: list[str] = problems if problems is not None else [message]
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True)

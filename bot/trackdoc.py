@@ -91,16 +91,7 @@ def _heading_key(heading: str) -> str:
 def _blocks(lines: list[str]) -> list[_Block]:
     """The headings of the doc (not those inside fenced code) with their line ranges."""
     found: list[tuple[int, int, str]] = []  # (line index, level, heading text)
-    fence: str | None = None
-    for index, line in enumerate(lines):
-        fence_match = _FENCE_RE.match(line)
-        if fence is not None:
-            if fence_match and fence_match.group(1)[0] == fence[0] and len(fence_match.group(1)) >= len(fence):
-                fence = None
-            continue
-        if fence_match:
-            fence = fence_match.group(1)
-            continue
+    for index, line in _numbered_outside_fences(lines):
         heading_match = _ATX_HEADING_RE.match(line)
         if heading_match:
             text = re.sub(r"[ \t]+#+$", "", heading_match.group(2) or "").strip()
@@ -160,11 +151,11 @@ def _qualifying_lines(lines: list[str], blocks: list[_Block], predicate: Callabl
     return selected
 
 
-def _outside_fences(lines: list[str]) -> list[str]:
-    """The lines that are not inside fenced code blocks."""
-    kept: list[str] = []
+def _numbered_outside_fences(lines: list[str]) -> list[tuple[int, str]]:
+    """(index, line) of the lines that are not inside fenced code blocks (nor fences themselves)."""
+    kept: list[tuple[int, str]] = []
     fence: str | None = None
-    for line in lines:
+    for index, line in enumerate(lines):
         fence_match = _FENCE_RE.match(line)
         if fence is not None:
             if fence_match and fence_match.group(1)[0] == fence[0] and len(fence_match.group(1)) >= len(fence):
@@ -173,8 +164,13 @@ def _outside_fences(lines: list[str]) -> list[str]:
         if fence_match:
             fence = fence_match.group(1)
             continue
-        kept.append(line)
+        kept.append((index, line))
     return kept
+
+
+def _outside_fences(lines: list[str]) -> list[str]:
+    """The lines that are not inside fenced code blocks."""
+    return [line for _index, line in _numbered_outside_fences(lines)]
 
 
 def _code_spans(text: str) -> list[str]:
