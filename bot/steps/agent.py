@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bot.adapters.agent import AgentCommandError, agent_argv, agent_environment, run_agent
 from bot.adapters.codex import CodexEvents, is_codex, run_codex_home
+from bot.adapters.process import ProcessResult
 from bot.pipeline import RunContext
 from bot.prompt import build_prompt
 from bot.runs import CommandRecord, Outcome, StepResult
@@ -94,39 +95,14 @@ def agent(ctx: RunContext) -> StepResult:
             f"the agent ran `{ctx.redact(command)}` → " + ("did not finish" if code is None else f"exit {code}")
             for command, code in shown
         ]
-    if result.missing:
+    stopped = agent_stop_reason(result, events, settings.agent_timeout_s, idle_s)
+    if stopped is not None:
         return StepResult(
             name="agent",
             outcome=Outcome.STOPPED,
             commands=[record],
-            summary=f"the agent command could not start ({ctx.redact(result.output_tail)}); "
-            "install it or set TRACKBOT_AGENT_COMMAND",
-        )
-    if result.idle:
-        return StepResult(
-            name="agent",
-            outcome=Outcome.STOPPED,
-            commands=[record],
-            details=notes,
-            summary=f"the agent was idle for {idle_s} s (no output) and was stopped; "
-            "its change was not used (TRACKBOT_AGENT_IDLE_TIMEOUT sets the limit)",
-        )
-    if result.timed_out:
-        return StepResult(
-            name="agent",
-            outcome=Outcome.STOPPED,
-            commands=[record],
-            details=notes,
-            summary=f"the agent did not finish within {settings.agent_timeout_s}s and was stopped",
-        )
-    if result.exit_code != 0:
-        why = f": {ctx.redact(events.error)}" if events is not None and events.error else ""
-        return StepResult(
-            name="agent",
-            outcome=Outcome.STOPPED,
-            commands=[record],
-            details=notes,
-            summary=f"the agent exited {result.exit_code}{why}; its change was not used",
+            details=[] if result.missing else notes,
+            summary=ctx.redact(stopped),
         )
     # Exit 0 proves nothing: the guardrails look at the change itself (none at all is a STOP).
     return StepResult(
@@ -136,3 +112,22 @@ def agent(ctx: RunContext) -> StepResult:
         details=notes,
         summary=f"exited 0 after {result.duration_s:.1f}s",
     )
+
+
+def agent_stop_reason(
+    result: ProcessResult, events: CodexEvents | None, timeout_s: int, idle_s: int | None
+) -> str | None:
+    """Why the agent's change cannot be used (it did not start, stalled, overran or failed), or None."""
+    if result.missing:
+        return f"the agent command could not start ({result.output_tail}); install it or set TRACKBOT_AGENT_COMMAND"
+    if result.idle:
+        return (
+            f"the agent was idle for {idle_s} s (no output) and was stopped; "
+            "its change was not used (TRACKBOT_AGENT_IDLE_TIMEOUT sets the limit)"
+        )
+    if result.timed_out:
+        return f"the agent did not finish within {timeout_s}s and was stopped"
+    if result.exit_code != 0:
+        why = f": {events.error}" if events is not None and events.error else ""
+        return f"the agent exited {result.exit_code}{why}; its change was not used"
+    return None
