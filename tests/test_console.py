@@ -9,6 +9,13 @@ from pathlib import Path
 from bot.local.console import USERS
 
 
+def _upstream_git(stack, *args: str) -> str:  # type: ignore[no-untyped-def]
+    """Output of a git command in the stack's upstream repository."""
+    return subprocess.run(
+        ["git", "--git-dir", str(stack.repo), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def _texts(stack) -> list[str]:  # type: ignore[no-untyped-def]
     return [m.text for m in stack.slack.snapshot()]
 
@@ -24,20 +31,8 @@ def test_whole_loop_runs_track_one_and_advances_to_track_two(make_stack) -> None
     stack.handle(":merge 1")
     assert any("PR #1 merged. Advance NEXT_TRACK from 1 to 2?" in t for t in _texts(stack))
     stack.handle(":click approve_advance")
-    knob = subprocess.run(
-        ["git", "--git-dir", str(stack.repo), "show", "main:configs/NEXT_TRACK.json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert '"next_track": 2' in knob
-    log = subprocess.run(
-        ["git", "--git-dir", str(stack.repo), "log", "-1", "--format=%s", "main"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert log == "Update next_track value from 1 to 2"
+    assert '"next_track": 2' in _upstream_git(stack, "show", "main:configs/NEXT_TRACK.json")
+    assert _upstream_git(stack, "log", "-1", "--format=%s", "main").strip() == "Update next_track value from 1 to 2"
     stack.handle("/track status")
     assert "Track 2: *cancel-endpoint-spec*" in _texts(stack)[-1]
 
@@ -52,13 +47,7 @@ def test_bob_may_not_approve_and_is_told_who_may(make_stack) -> None:  # type: i
     refusal = stack.slack.snapshot()[-1]
     assert refusal.user == USERS["bob"]
     assert "Only a maintainer can approve" in refusal.text and f"<@{USERS['alice']}>" in refusal.text
-    knob = subprocess.run(
-        ["git", "--git-dir", str(stack.repo), "show", "main:configs/NEXT_TRACK.json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert '"next_track": 1' in knob
+    assert '"next_track": 1' in _upstream_git(stack, "show", "main:configs/NEXT_TRACK.json")
 
 
 def test_demo_tour_prints_the_whole_loop(tmp_path: Path, redis_url: str, redis) -> None:  # type: ignore[no-untyped-def]
