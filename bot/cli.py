@@ -10,6 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
+from bot.adapters.process import pid_alive
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
 from bot.redact import Redactor
@@ -186,25 +187,13 @@ def worker_check(settings: Settings) -> int:
     host = socket.gethostname()
     # RQ refreshes a worker's heartbeat at least every worker_ttl - 15 s, even when idle.
     limit = settings.worker_ttl_s + 60
-    alive = [b for b in beats if b.hostname == host and _pid_alive(b.pid) and (b.age_s or 0) <= limit]
+    alive = [b for b in beats if b.hostname == host and pid_alive(b.pid) and (b.age_s or 0) <= limit]
     if not alive:
         print(f"FAIL worker: no worker of {host} keeps a heartbeat on the queue ({len(beats)} registered in all)")
         return 1
     for beat in alive:
         print(f"ok   worker: {beat.name} pid {beat.pid} on {host}, {beat.state}, heartbeat {beat.age_s or 0:.0f}s ago")
     return 0
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

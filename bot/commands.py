@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bot import audit
@@ -35,7 +35,6 @@ class Reply:
     text: str
     blocks: list[dict[str, Any]] | None = None
     ephemeral: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

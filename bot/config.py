@@ -514,14 +514,6 @@ class Settings(BaseSettings):
                 values += [key, key.strip()]
         return values
 
-    def may_run(self, user_id: str) -> bool:
-        """Runners and maintainers may start runs; with no runners configured, anyone may."""
-        return not self.runners or user_id in self.runners or user_id in self.maintainers
-
-    def is_maintainer(self, user_id: str) -> bool:
-        """Only maintainers approve advances."""
-        return user_id in self.maintainers
-
 
 def _setting_error(field: str, problem: str) -> PydanticCustomError:
     """An error about `field` raised by another field's validator (a check across several settings)."""

@@ -24,10 +24,10 @@ import socket
 import time
 from typing import Any
 
-import psutil
 from redis import Redis, RedisError
 from slack_sdk.errors import SlackApiError
 
+from bot.adapters.process import pid_alive
 from bot.adapters.slack import SlackError, SlackPoster
 from bot.runs import Run
 from bot.store import PREFIX, RunStore
@@ -87,12 +87,7 @@ def _dead_here(holder: str) -> bool:
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    try:
-        return psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
+    return not pid_alive(int(pid))
 
 
 def _text(raw: Any) -> str:

@@ -145,9 +145,7 @@ def test_doctor_reports_a_missing_knob(make_stack: MakeStack, tmp_path: Path) ->
     assert f"FAIL github {repo}: " in out.getvalue()
 
 
-def test_doctor_reports_bad_settings_as_one_failed_check(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_doctor_reports_bad_settings_as_one_failed_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no .env
     for name in list(os.environ):
         if name.startswith(("SLACK_", "GITHUB_", "TRACKBOT_", "REDIS_URL")):

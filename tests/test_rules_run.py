@@ -33,7 +33,7 @@ from bot.local.console import LocalStack
 from bot.local.sample import create_sample_repo
 from bot.queueing import enqueue_run
 from bot.retry import retry_run
-from bot.runs import Run, RunState
+from bot.runs import RunState
 
 # -- helpers shared with the other rule tests (test_gates, test_codex_agent, test_exception) -----------
 
@@ -326,21 +326,8 @@ def test_a_new_run_after_a_gate_failed_draft_updates_that_pr(make_stack: MakeSta
     svc = services(stack)
     first = svc.store.latest(svc.settings.repositories[0], 1)
     assert first is not None and first.state is RunState.PR_OPEN
-    rerun = Run(
-        repo=first.repo,
-        track=first.track,
-        slug=first.slug,
-        doc=first.doc,
-        plan_version=first.plan_version,
-        branch=first.branch,
-        requested_by="U0ALICE",
-        channel=first.channel,
-        thread_ts=first.thread_ts,
-        retry_of=first.id,
-    )
-    svc.store.save(rerun)
-    assert svc.store.try_lock(rerun.repo, rerun.id) is None
-    svc.store.add(rerun)
+    rerun = first.follow_up("U0ALICE", retry_of=first.id)
+    assert svc.store.claim(rerun) is None
     enqueue_run(svc, rerun)
     stack.handle(":wait 120")
 

@@ -133,6 +133,18 @@ class ProcessResult:
         return self.exit_code == 0
 
 
+def pid_alive(pid: int | None) -> bool:
+    """Whether process `pid` exists on this host and has not exited (a zombie nobody reaped has)."""
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True  # someone else's process: it exists
+
+
 def display(argv: Sequence[str]) -> str:
     """A command as a person would type it."""
     return shlex.join(argv)

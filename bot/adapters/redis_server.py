@@ -23,6 +23,8 @@ from types import TracebackType
 import psutil
 import redis
 
+from bot.adapters.process import pid_alive
+
 __all__ = ["EmbeddedRedis", "RedisUnavailable", "redis_url_or_embedded"]
 
 # Attempts at picking a free port: the port is probed and released before valkey binds it, so
@@ -58,14 +60,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _pid_running(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie (an exited daemon nobody has reaped yet)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
 
 
 def _is_our_valkey(pid: int, data_dir: Path) -> bool:
@@ -180,7 +174,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> str:
         """Start the server (or reuse one left running in ``data_dir``) and return its URL."""
-        if self.url is not None and self.pid is not None and _pid_running(self.pid):
+        if self.url is not None and self.pid is not None and pid_alive(self.pid):
             return self.url
         with self._locked():
             reused = self._try_reuse(timeout)
@@ -221,7 +215,7 @@ class EmbeddedRedis:
             if _ping(url):
                 self.url, self.pid, self.reused = url, pid, True
                 return url
-            if not _pid_running(pid):
+            if not pid_alive(pid):
                 return None
             time.sleep(0.1)
         raise self._unavailable(
@@ -291,11 +285,11 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = self._read_pid()
-            if pid is not None and _pid_running(pid) and _ping(url, timeout=0.5):
+            if pid is not None and pid_alive(pid) and _ping(url, timeout=0.5):
                 self.url_file.write_text(url + "\n")
                 self.url, self.pid, self.reused = url, pid, False
                 return url
-            if pid is not None and not _pid_running(pid):
+            if pid is not None and not pid_alive(pid):
                 self._remove_state_files()
                 raise self._unavailable(f"valkey-server (pid {pid}) exited during startup")
             time.sleep(0.05)
@@ -317,10 +311,10 @@ class EmbeddedRedis:
     def _wait_exit(pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _pid_running(pid):
+            if not pid_alive(pid):
                 return True
             time.sleep(0.05)
-        return not _pid_running(pid)
+        return not pid_alive(pid)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut the server down gracefully (the AOF is fsynced), wait for it to exit, remove its files."""
