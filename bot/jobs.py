@@ -93,6 +93,7 @@ def _run(services: Services, session: RunSession, outbox: Outbox, run: Run) -> N
         redact=services.redact,
         holds_lock=session.may_push,
         note=lambda line: thread.note(run, line),
+        store=services.store,
     )
     run_steps(ctx, RUN_STEPS, thread.update, session.should_halt)
     if session.lost is not None:

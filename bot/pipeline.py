@@ -38,7 +38,7 @@ class RunContext:
     # preflight uses `repo_rules.rules`, not the deployment-wide `rules`.
     repo_rules: RepoRules = DEFAULT_REPO_RULES
     spec: TrackSpec | None = None  # the track doc as data (preflight)
-    store: RunStore | None = None  # where a guardrail STOP keeps its change (else the current RQ job's Redis)
+    store: RunStore | None = None  # where a guardrail STOP keeps its change (the worker always gives one)
 
 
 Step = Callable[[RunContext], StepResult]

@@ -12,8 +12,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from rq import get_current_job
-
 from bot.adapters.git import GitError
 from bot.guardrails import Violation, forbidding_entry
 from bot.pipeline import RunContext
@@ -28,13 +26,10 @@ DIFF_OPTIONS = ("--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/
 
 
 def run_store(ctx: RunContext) -> RunStore:
-    """The store of the run: the one the worker gave the context, else the current RQ job's Redis."""
-    if ctx.store is not None:
-        return ctx.store
-    job = get_current_job()
-    if job is None:
-        raise RuntimeError("no store: the run is not inside an RQ job and its context has none")
-    return RunStore(job.connection)
+    """The store the worker gave the run's context (a guardrail STOP keeps its change there)."""
+    if ctx.store is None:
+        raise RuntimeError("this run's context has no store to keep its change in")
+    return ctx.store
 
 
 def diff_bytes(ctx: RunContext, *args: str) -> bytes:
