@@ -6,20 +6,32 @@ embedded one, or --redis-url), then two gunicorn servers with the same worker an
 
 - trackbot: `handlers.app:create_app()`, the production HTTP app, configured through the
   environment (`bot.local.console.settings_environment`);
-- bare: a Bolt app on the same Slack twin whose `/track` listener only acks.
+- bare: a Bolt app on the same Slack twin whose `/track` listener only acks;
+
+and one `trackbot worker`, which answers the commands trackbot's web app acked and queued, as in
+production (handlers/slack_work.py). Its agent sleeps, so the first run stays running.
 
 From a second process (threads, one connection per request), it sends `--requests` signed
-`/track status` and `/track run` requests (alternating), `--concurrency` at a time, to each:
-first the bare app, then trackbot. Every `/track run` after the first is refused (the repository
-is busy): that is realistic. No RQ worker runs, so the first run stays queued. The latency is
-from sending the request to reading the ack (the HTTP answer). It then waits until trackbot
-has answered every command through its response_url and says how long that took.
+`/track status` and `/track run` requests (alternating), `--concurrency` at a time. Every `/track
+run` after the first is refused (the repository is busy): that is realistic. The latency is from
+sending a request to reading its ack (the HTTP answer). Each of `--rounds` rounds sends three bursts:
 
-The last line is machine-readable:
+1. to the bare app;
+2. to trackbot, with the worker stopped (SIGSTOP) during the burst: trackbot's web app acks and
+   queues as always, and the worker answers everything once it is continued. This is the HTTP
+   stack's own figure: in production the workers run in their own containers or hosts;
+3. to trackbot with the worker answering during the burst, on the same cores as everything else
+   (the client, both apps, the twins, Redis): on 2 cores that work takes CPU from the acks.
 
+After each trackbot burst it waits until every command is answered through its response_url and
+says how long that took. The figures are the medians of the rounds' p50 and p99 (single rounds
+swing by 2x on a shared 2-core machine). The last two lines:
+
+    the worker answering during the burst, on the same N cores: p50_ms=<x> p99_ms=<y> ratio=<y/bare p99>
     p50_ms=<trackbot p50> p99_ms=<trackbot p99> bare_p99_ms=<bare p99> ratio=<p99/bare p99>
 
-Usage: .venv/bin/python bench/ack_latency.py [--requests 2000] [--concurrency 50] [--workers 2] [--threads 8]
+Usage: .venv/bin/python bench/ack_latency.py [--requests 2000] [--concurrency 50] [--rounds 5]
+       [--workers 2] [--threads 8]
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -44,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
+from redis import Redis
 
 from bot.adapters.redis_server import EmbeddedRedis
 from bot.config import Settings
@@ -52,8 +66,15 @@ from bot.local.github_api import GitHubTwin
 from bot.local.sample import create_sample_repo
 from bot.local.slack_api import SlackTwin
 from bot.local.slack_requests import signed_headers, slash_command_body
+from bot.store import RunStore
+from handlers.slack_work import LISTENING_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
+LABELS = {
+    "bare": "bare app                  ",
+    "acks": "trackbot                  ",
+    "both": "trackbot, worker answering",
+}
 ALICE = USERS["alice"]
 
 
@@ -185,6 +206,43 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], log: Path, timeo
     raise RuntimeError(f"gunicorn did not listen on {port} within {timeout}s")
 
 
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`trackbot worker` in its own process group (its agent is stopped with it)."""
+    out = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_answering(redis_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    """Until the worker says it answers Slack work."""
+    redis = Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    while not redis.exists(LISTENING_KEY):
+        if process.poll() is not None:
+            raise RuntimeError(f"the worker exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not answer Slack work within {timeout}s")
+        time.sleep(0.1)
+    redis.close()
+
+
+def stop_the_run(url: str, secret: str, slack: SlackTwin, redis_url: str, timeout: float = 60) -> None:
+    """`/track cancel`, as a user would: the sleeping agent is stopped and the worker can exit."""
+    body = slash_command_body(
+        "/track", "cancel", ALICE, "alice", CHANNEL_ID, CHANNEL_NAME, slack.new_response_url(CHANNEL_ID, ALICE)
+    )
+    send_from_client(url, secret, [body], 1)
+    store = RunStore(Redis.from_url(redis_url))
+    deadline = time.monotonic() + timeout
+    while store.active_runs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (nearest rank)."""
     ordered = sorted(values)
@@ -203,6 +261,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (trackbot web's default)")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (trackbot web's)")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds (bare, then trackbot); medians")
     parser.add_argument("--redis-url", help="a Redis to use (it gets trackbot keys); default: an embedded one")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -235,6 +294,8 @@ def main() -> int:
             github_api_url=github.api_url,
             github_webhook_secret=SecretStr(tokens["webhook"]),
             git_url=str(repo),
+            agent_command="sleep 3600",
+            cancel_grace_s=1,
             maintainers=[ALICE],
             runners=[ALICE, USERS["bob"]],
             redis_url=redis_url,
@@ -248,6 +309,8 @@ def main() -> int:
             log = work / f"{name}.log"
             servers.append(start_gunicorn(apps[name], ports[name], env, args, log))
             wait_listening(ports[name], servers[-1], log)
+        servers.append(start_worker(env, work / "worker.log"))
+        wait_answering(redis_url, servers[-1], work / "worker.log")
 
         def bodies(count: int) -> list[str]:
             texts = ("status", "run")
@@ -270,26 +333,29 @@ def main() -> int:
             f"{args.workers} workers x {args.threads} threads each; {args.requests} requests, "
             f"{args.concurrency} at a time, from a second process"
         )
-        results: dict[str, dict[str, Any]] = {}
-        for name in ("bare", "trackbot"):
+        worker = servers[-1]
+
+        def measure(name: str, answering: bool = True) -> dict[str, Any]:
+            """One measured burst at `name`; for trackbot, also until every command is answered.
+
+            `answering=False` stops the worker (SIGSTOP) during the burst: the web app acks and
+            queues as usual, and the worker answers everything once it is continued."""
             url = f"http://127.0.0.1:{ports[name]}/slack/events"
-            before = answers(slack)
-            send_from_client(url, tokens["signing"], bodies(args.warmup), min(args.concurrency, args.warmup))
-            if name == "trackbot":  # let the warm-up's answers finish before measuring
-                deadline = time.monotonic() + 120
-                while answers(slack) < before + args.warmup and time.monotonic() < deadline:
-                    time.sleep(0.05)
-            before = answers(slack)
-            seen = len(slack.snapshot())
-            started = time.monotonic()
-            results[name] = send_from_client(url, tokens["signing"], bodies(args.requests), args.concurrency)
+            before, seen, started = answers(slack), len(slack.snapshot()), time.monotonic()
+            if not answering:
+                worker.send_signal(signal.SIGSTOP)
+            try:
+                result = send_from_client(url, tokens["signing"], bodies(args.requests), args.concurrency)
+            finally:
+                if not answering:
+                    worker.send_signal(signal.SIGCONT)
             if name == "trackbot":
                 deadline = time.monotonic() + 1800
                 while answers(slack) < before + args.requests and time.monotonic() < deadline:
                     time.sleep(0.1)
-                results[name]["answered"] = answers(slack) - before
-                results[name]["answered_s"] = time.monotonic() - started
-                results[name]["run_answers"] = Counter(
+                result["answered"] = answers(slack) - before
+                result["answered_s"] = time.monotonic() - started
+                result["run_answers"] = Counter(
                     "queued"
                     if m.text.startswith("Queued")
                     else "busy"
@@ -298,25 +364,54 @@ def main() -> int:
                     for m in slack.snapshot()[seen:]
                     if m.kind == "response_url" and m.response_type == "ephemeral"
                 )
+            return result
 
+        # Warm-up: both apps, and trackbot's first /track run (it stays running: the agent sleeps).
         for name in ("bare", "trackbot"):
-            result = results[name]
-            latencies = result["latencies"]
-            statuses = Counter(result["statuses"])
-            line = (
-                f"{name:8}: p50 {percentile(latencies, 50):7.1f} ms  p90 {percentile(latencies, 90):7.1f} ms  "
-                f"p99 {percentile(latencies, 99):7.1f} ms  max {max(latencies):7.1f} ms  "
-                f"mean {statistics.fmean(latencies):7.1f} ms  over 3 s: {sum(1 for x in latencies if x > 3000)}  "
-                f"HTTP {dict(statuses)}  sent in {result['wall_s']:.1f} s"
-            )
-            if "answered" in result:
-                line += f"; {result['answered']} answers in {result['answered_s']:.1f} s"
-            print(line)
-        print(f"trackbot's answers to the measured /track run: {dict(results['trackbot']['run_answers'])}")
-        p50 = percentile(results["trackbot"]["latencies"], 50)
-        p99 = percentile(results["trackbot"]["latencies"], 99)
-        bare_p99 = percentile(results["bare"]["latencies"], 99)
+            before = answers(slack)
+            url = f"http://127.0.0.1:{ports[name]}/slack/events"
+            send_from_client(url, tokens["signing"], bodies(args.warmup), min(args.concurrency, args.warmup))
+            deadline = time.monotonic() + 120
+            while name == "trackbot" and answers(slack) < before + args.warmup and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+        figures: dict[str, dict[str, list[float]]] = {k: {"p50": [], "p99": []} for k in ("bare", "acks", "both")}
+        for round_ in range(1, args.rounds + 1):
+            for label, name, answering in (
+                ("bare", "bare", True),
+                ("acks", "trackbot", False),
+                ("both", "trackbot", True),
+            ):
+                result = measure(name, answering)
+                latencies = result["latencies"]
+                figures[label]["p50"].append(percentile(latencies, 50))
+                figures[label]["p99"].append(percentile(latencies, 99))
+                line = (
+                    f"round {round_} {LABELS[label]}: p50 {percentile(latencies, 50):6.1f} ms  "
+                    f"p99 {percentile(latencies, 99):6.1f} ms  max {max(latencies):6.1f} ms  "
+                    f"over 3 s: {sum(1 for x in latencies if x > 3000)}  "
+                    f"HTTP {dict(Counter(result['statuses']))}  sent in {result['wall_s']:.1f} s"
+                )
+                if name == "trackbot":
+                    line += (
+                        f"; {result['answered']} answered in {result['answered_s']:.1f} s "
+                        f"(/track run: {dict(result['run_answers'])})"
+                    )
+                print(line, flush=True)
+
+        def median(label: str, q: str) -> float:
+            return statistics.median(figures[label][q])
+
+        bare_p99 = median("bare", "p99")
+        print(f"medians of {args.rounds} rounds:")
+        print(
+            f"the worker answering during the burst, on the same {os.cpu_count()} cores: "
+            f"p50_ms={median('both', 'p50'):.1f} p99_ms={median('both', 'p99'):.1f} "
+            f"ratio={median('both', 'p99') / bare_p99:.2f}"
+        )
+        p50, p99 = median("acks", "p50"), median("acks", "p99")
         print(f"p50_ms={p50:.1f} p99_ms={p99:.1f} bare_p99_ms={bare_p99:.1f} ratio={p99 / bare_p99:.2f}")
+        stop_the_run(f"http://127.0.0.1:{ports['trackbot']}/slack/events", tokens["signing"], slack, redis_url)
         return 0
     finally:
         for server in servers:

@@ -22,7 +22,8 @@ def setup_process_logging(settings: Settings) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Run an RQ worker on trackbot's queue, with the reaper and the Slack outbox in a background thread.
+    """Run an RQ worker on trackbot's queue; background threads run the reaper, the Slack outbox, the merge
+    poller and answer the Slack commands and clicks the web app queued (handlers/slack_work.py).
 
     RQ is tuned to notice a dead worker in about 2 minutes instead of 13 (TRACKBOT_WORKER_TTL,
     TRACKBOT_JOB_MONITORING_INTERVAL, TRACKBOT_RQ_MAINTENANCE_INTERVAL); trackbot's reaper notices a
@@ -39,6 +40,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from bot.poller import PollerLoop
     from bot.reaper import Maintenance
     from bot.services import Services
+    from handlers.slack_work import SlackWorkConsumer
 
     settings = load_settings()
     if args.check:
@@ -53,6 +55,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Merges without a webhook (Socket Mode): its own services, so its GitHub client is its own thread's.
     poller = PollerLoop(Services(settings=settings, redis=Redis.from_url(str(url), health_check_interval=30)))
     poller.start()  # a no-op when TRACKBOT_POLL_INTERVAL is 0
+    # Slack commands and clicks the web app acked; threads of this (idle) main process answer them.
+    answering = SlackWorkConsumer(
+        Services(settings=settings, redis=Redis.from_url(str(url), health_check_interval=30)),
+        settings.slack_work_threads,
+    ).start()
 
     class TrackbotWorker(Worker):
         stop_signalled = False  # SIGTERM/SIGINT: stop for good, not a crash to recover from
@@ -97,6 +104,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             delay = min(delay * 2, 60.0)
         return 0
     finally:
+        answering.stop()
         maintenance.stop()
         poller.stop()
 

@@ -123,6 +123,15 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
         "TRACKBOT_GITHUB_RETRY_BACKOFF",
         "seconds before the first GitHub retry, doubled for each next one (default 2)",
     ),
+    # -- Slack work answered by the workers (handlers/slack_work.py) --
+    "slack_work_threads": (
+        "TRACKBOT_SLACK_WORK_THREADS",
+        "threads per worker that answer Slack commands and clicks (default 4; 0 = the web process answers)",
+    ),
+    "slack_work_claim_idle_s": (
+        "TRACKBOT_SLACK_WORK_CLAIM_IDLE",
+        "seconds before another worker takes over a Slack command a dead worker had taken (default 120)",
+    ),
 }
 
 
@@ -270,6 +279,14 @@ class Settings(BaseSettings):
     )
     github_retry_backoff_s: float = Field(
         default=2.0, ge=0, validation_alias=AliasChoices("TRACKBOT_GITHUB_RETRY_BACKOFF", "github_retry_backoff_s")
+    )
+    slack_work_threads: int = Field(
+        default=4, ge=0, le=64, validation_alias=AliasChoices("TRACKBOT_SLACK_WORK_THREADS", "slack_work_threads")
+    )
+    slack_work_claim_idle_s: float = Field(
+        default=120.0,
+        gt=0,
+        validation_alias=AliasChoices("TRACKBOT_SLACK_WORK_CLAIM_IDLE", "slack_work_claim_idle_s"),
     )
 
     @field_validator("lease_ttl_s")

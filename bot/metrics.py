@@ -10,11 +10,13 @@ and a warning is logged.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -93,25 +95,22 @@ class Metrics:
     def inc(self, metric: MetricDef, labels: Sequence[str] = (), amount: int = 1) -> None:
         """Add to a counter."""
         field = _SEP.join(_label(v) for v in labels)
-        self._write(metric, lambda pipe: pipe.hincrby(metric.key, field, amount))
+        self._add(metric, [(field, amount)])
 
     def observe(self, metric: MetricDef, value: float, labels: Sequence[str] = ()) -> None:
         """Count one observation in a histogram."""
         assert metric.buckets is not None, f"{metric.name} is not a histogram"
         field = _SEP.join(_label(v) for v in labels)
         bound = next((b for b in metric.buckets if value <= b), math.inf)
+        self._add(
+            metric,
+            [(f"{field}{_PART}{_bucket_name(bound)}", 1), (f"{field}{_PART}count", 1), (f"{field}{_PART}sum", value)],
+        )
 
-        def write(pipe: Pipeline) -> None:
-            pipe.hincrby(metric.key, f"{field}{_PART}{_bucket_name(bound)}", 1)
-            pipe.hincrby(metric.key, f"{field}{_PART}count", 1)
-            pipe.hincrbyfloat(metric.key, f"{field}{_PART}sum", float(value))
-
-        self._write(metric, write)
-
-    def _write(self, metric: MetricDef, write: Callable[[Pipeline], object]) -> None:
+    def _add(self, metric: MetricDef, increments: Sequence[tuple[str, float]]) -> None:
         try:
             pipe = self.redis.pipeline(transaction=False)
-            write(pipe)
+            _increment(pipe, metric.key, increments)
             pipe.execute()
         except RedisError as error:
             log.warning("metric %s not recorded: %s", metric.name, error)
@@ -133,6 +132,61 @@ class Metrics:
     def api_error(self, service: str, kind: str) -> None:
         """A Slack or GitHub API call failed."""
         self.inc(API_ERRORS, (service, kind))
+
+
+def _increment(pipe: Pipeline, key: str, increments: Iterable[tuple[str, float]]) -> None:
+    for field, amount in increments:
+        if isinstance(amount, int):
+            pipe.hincrby(key, field, amount)
+        else:
+            pipe.hincrbyfloat(key, field, float(amount))
+
+
+class BufferedMetrics(Metrics):
+    """Metrics that add up in memory and reach Redis in one pipeline every `flush_every_s` seconds.
+
+    For the web process: an ack that waits on a Redis round trip waits for the GIL again after it,
+    behind every busy thread (bench/ack_latency.py). An observation shows in `/metrics` within
+    `flush_every_s`; what a killed process had added up since its last flush is lost.
+    """
+
+    def __init__(self, redis: Redis, flush_every_s: float = 1.0) -> None:
+        super().__init__(redis)
+        self.flush_every_s = flush_every_s
+        self._pending: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def _add(self, metric: MetricDef, increments: Sequence[tuple[str, float]]) -> None:
+        with self._lock:
+            for field, amount in increments:
+                self._pending[(metric.key, field)] = self._pending.get((metric.key, field), 0) + amount
+            if self._thread is None:  # started on first use: after gunicorn forked this worker
+                self._thread = threading.Thread(target=self._flush_loop, name="trackbot-metrics", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush)  # a process that exits cleanly loses nothing
+
+    def flush(self) -> None:
+        """Write what was added up since the last flush (kept for the next one when Redis fails)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for (key, field), amount in pending.items():
+                _increment(pipe, key, [(field, amount)])
+            pipe.execute()
+        except RedisError as error:
+            log.warning("metrics not recorded yet (%s); trying again", error)
+            with self._lock:
+                for slot, amount in pending.items():
+                    self._pending[slot] = self._pending.get(slot, 0) + amount
+
+    def _flush_loop(self) -> None:
+        while True:
+            time.sleep(self.flush_every_s)
+            self.flush()
 
 
 # -- workers ------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from bot import metrics
 from bot.config import load_settings
 from bot.doctor import Readiness
+from bot.metrics import BufferedMetrics
 from bot.services import Services
 from handlers.github import MAX_BODY, GitHubWebhook
 from handlers.slack import build_slack_app
@@ -38,6 +39,7 @@ class TrackbotApp:
         self.services = services
         self.bolt = build_slack_app(services)
         self.slack = SlackRequestHandler(self.bolt, path="/slack/events")
+        self.ack_metrics = BufferedMetrics(services.redis)  # no Redis round trip of its own per ack
         self.github = GitHubWebhook(services)
         self.readiness = Readiness(
             services.redis, services.slack_client, services.github, services.settings, services.redact
@@ -48,8 +50,8 @@ class TrackbotApp:
         method = environ.get("REQUEST_METHOD", "GET")
         if path == "/slack/events":
             started = time.perf_counter()
-            acked = self.slack(environ, start_response)  # Bolt acks; listeners go on in its thread pool
-            self.services.metrics.slack_ack(time.perf_counter() - started)
+            acked = self.slack(environ, start_response)  # Bolt acks; the work is queued for the workers
+            self.ack_metrics.slack_ack(time.perf_counter() - started)
             return acked
         if path == "/github/webhook" and method == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)

@@ -16,6 +16,7 @@ from bot.exception import ExceptionRefused, grant_exception
 from bot.render import parent_text
 from bot.services import Services
 from handlers.slack_dedupe import dedupe_retries
+from handlers.slack_work import SlackWorkQueue, hand_lazy_work_to_workers
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,28 @@ def _safely(services: Services, respond: Respond, doing: str, action: Callable[[
         log.exception("answering after %s", doing)
 
 
-def build_slack_app(services: Services, client: WebClient | None = None) -> App:
+def build_slack_app(services: Services, client: WebClient | None = None, *, answering_queued_work: bool = False) -> App:
     """The Bolt app: `/track` and the buttons (approve/dismiss the advance, retry, guardrail exception).
 
     Every listener is an immediate ack plus lazy work: Bolt answers Slack as soon as the ack runs,
-    and the work (GitHub, Redis, Slack calls) happens afterwards, so a slow GitHub never delays an
-    ack (measured in bench/ack_latency.py).
+    and the work (GitHub, Redis, Slack calls) is handed to the workers (handlers/slack_work.py), so
+    neither a slow GitHub nor a burst of commands delays an ack (measured in bench/ack_latency.py).
+
+    `answering_queued_work`: the app a worker replays queued work with. Its requests were verified
+    by the web app that queued them (an entry may be older than the 5 minutes a signature is good
+    for), and it starts without calling Slack (auth.test runs with the first request).
     """
     settings = services.settings
     app = App(
         client=client or services.slack_client,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         process_before_response=True,
+        request_verification_enabled=not answering_queued_work,
+        token_verification_enabled=not answering_queued_work,
     )
-    app.use(dedupe_retries(services.redis))
+    if not answering_queued_work:
+        app.use(dedupe_retries(services.redis))
+        hand_lazy_work_to_workers(app, SlackWorkQueue(services.redis))
     commands = Commands(services)
     advancer = Advancer(services)
 

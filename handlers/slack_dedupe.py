@@ -2,12 +2,16 @@
 
 Slack retries a request when its ack does not arrive within 3 seconds (or the connection broke),
 even if the app got the original and is acting on it. Every request's stable key is recorded
-with `SET NX EX` in Redis: for a slash command its `trigger_id`; for a button click
+in Redis for an hour: for a slash command its `trigger_id`; for a button click
 `container.message_ts` + `actions[0].action_ts` + `user.id`; for an Events API event its
 `event_id`. A retry whose key was already recorded gets an empty 200 and goes no further; a
 retry whose original never arrived is handled like the original. Non-retries always pass: two
 clicks of the same button are two requests with different `action_ts`, and `bot.advance` makes
 them advance once.
+
+An original's key is written in the same Redis round trip that queues its work for the workers
+(handlers/slack_work.py: `remember_seen`), not in a round trip of its own: the ack path stays at
+one. A retry checks and records its key (`SET NX`) before anything else.
 
 It runs after Bolt's signature check (global middleware registered with `app.use` come after
 Bolt's built-in ones), so forged requests cannot fill Redis. Socket Mode has no retry header
@@ -22,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
@@ -62,6 +67,21 @@ def request_key(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+SEEN_CONTEXT_KEY = "trackbot_seen_key"  # the Redis key an original leaves for `remember_seen`
+
+
+def seen_key(key: str) -> str:
+    """The Redis key recording that a request with this stable key arrived."""
+    return f"{KEY_PREFIX}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+def remember_seen(redis: Redis | Pipeline, context: Mapping[str, Any], ttl_s: int = SEEN_TTL_S) -> None:
+    """Record the original request a (copied) Bolt context belongs to, so its retries are dropped."""
+    key = context.get(SEEN_CONTEXT_KEY)
+    if key:
+        redis.set(str(key), "1", nx=True, ex=ttl_s)
+
+
 def dedupe_retries(redis: Redis, ttl_s: int = SEEN_TTL_S) -> Middleware:
     """A Bolt global middleware (`app.use(dedupe_retries(redis))`) that drops retries of requests already seen."""
 
@@ -70,14 +90,17 @@ def dedupe_retries(redis: Redis, ttl_s: int = SEEN_TTL_S) -> Middleware:
         if key is None:
             next_()
             return None
-        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        retry = _header(req.headers, "x-slack-retry-num")
+        if retry is None:
+            req.context[SEEN_CONTEXT_KEY] = seen_key(key)  # written with the queued work
+            next_()
+            return None
         try:
-            first = bool(redis.set(f"{KEY_PREFIX}:{digest}", "1", nx=True, ex=ttl_s))
+            first = bool(redis.set(seen_key(key), "1", nx=True, ex=ttl_s))
         except RedisError as error:
             log.warning("Slack retry check failed (%s); handling the request", error)
             first = True
-        retry = _header(req.headers, "x-slack-retry-num")
-        if retry is not None and not first:
+        if not first:
             reason = _header(req.headers, "x-slack-retry-reason") or "?"
             log.info("dropping Slack retry %s (%s) of a request already handled: %s", retry, reason, key)
             return BoltResponse(status=200, body="")

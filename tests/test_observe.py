@@ -198,10 +198,15 @@ def test_metrics_show_runs_steps_waits_acks_and_api_errors_from_every_process(ma
     stack.handle(":wait 120")
     run = stack.services.store.latest(str(repo))
     assert run is not None and run.state is RunState.PR_OPEN
-
-    status, content_type, body = get(stack.bot_url + "/metrics")
-    assert status == 200 and content_type.startswith("text/plain; version=")
-    found = samples(body)
+    # The web process adds its acks up and writes them every second (bot.metrics.BufferedMetrics).
+    deadline = time.monotonic() + 5
+    while True:
+        status, content_type, body = get(stack.bot_url + "/metrics")
+        assert status == 200 and content_type.startswith("text/plain; version=")
+        found = samples(body)
+        if ("trackbot_slack_ack_seconds_count", ()) in found or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert found[("trackbot_runs_total", (("state", "pr_open"),))] == 1
     for step in ("preflight", "agent", "pull_request"):
         assert found[("trackbot_step_duration_seconds_count", (("step", step),))] == 1, step

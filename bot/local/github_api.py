@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -52,6 +53,7 @@ DOCS_URL = "https://docs.github.com/rest"
 # deliberately excluded so a recorded request can be printed without leaking the token.
 _RECORDED_HEADERS = ("If-None-Match", "If-Modified-Since", "Accept", "User-Agent", "Content-Type")
 _BOT_LOGIN = "trackbot"
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
 _RATE_LIMIT = 5000
 
 
@@ -330,6 +332,9 @@ class GitHubTwin:
         # One lock for every read-check-write on refs and PR state: concurrent PUTs must not
         # both pass the sha check, and two merges must not race on main.
         self._lock = threading.RLock()
+        # Git objects never change, so what a full sha names is read from git once. Refs do change
+        # (trackbot's worker pushes with plain git): they are read on every request.
+        self._objects: dict[tuple[str, ...], Any] = {}
         self._pulls: dict[int, PullRecord] = {}
         self._faults: list[_Fault] = []
         self._server: ThreadingHTTPServer | None = None
@@ -513,8 +518,44 @@ class GitHubTwin:
 
     def _rev(self, ref: str) -> str | None:
         """Resolve ``ref`` to a commit sha, or None."""
-        proc = self._git("rev-parse", "--verify", "-q", f"{ref}^{{commit}}", check=False)
+        target = self._loose_ref(ref) or ref
+        if _FULL_SHA.fullmatch(target):
+            return self._object(("commit", target), lambda: self._peel_commit(target))
+        return self._peel_commit(ref)
+
+    def _peel_commit(self, name: str) -> str | None:
+        proc = self._git("rev-parse", "--verify", "-q", f"{name}^{{commit}}", check=False)
         return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def _loose_ref(self, ref: str) -> str | None:
+        """The sha a loose ref file holds (git writes them whole, by rename), else None: git is asked."""
+        if not ref.startswith("refs/") or ".." in ref:
+            return None
+        try:
+            text = (self.git_dir / ref).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return text if _FULL_SHA.fullmatch(text) else None
+
+    def _object(self, key: tuple[str, ...], read: Callable[[], Any]) -> Any:
+        """What `read` says of a git object named by its full sha, remembered (None is not: it may come)."""
+        if key in self._objects:
+            return self._objects[key]
+        value = read()
+        if value is not None:
+            if len(self._objects) > 4096:
+                self._objects.clear()
+            self._objects[key] = value
+        return value
+
+    def _blob(self, sha: str) -> bytes | None:
+        """A blob's bytes, or None."""
+
+        def read() -> bytes | None:
+            proc = self._git("cat-file", "blob", sha, check=False)
+            return proc.stdout if proc.returncode == 0 else None
+
+        return self._object(("blob", sha), read) if _FULL_SHA.fullmatch(sha) else read()
 
     def _resolve_ref(self, ref: str) -> str | None:
         # A branch name wins over an ambiguous sha-like string, as on GitHub.
@@ -528,6 +569,12 @@ class GitHubTwin:
 
     def _ls_entry(self, commit: str, path: str) -> tuple[str, str, str, int] | None:
         """(mode, type, sha, size) of ``path`` in ``commit``, or None."""
+        if _FULL_SHA.fullmatch(commit):
+            found = self._object(("ls-entry", commit, path), lambda: self._read_ls_entry(commit, path) or ())
+            return found or None
+        return self._read_ls_entry(commit, path)
+
+    def _read_ls_entry(self, commit: str, path: str) -> tuple[str, str, str, int] | None:
         out = self._git("ls-tree", "-l", "-z", "--full-tree", commit, "--", path).stdout
         for rec in out.split(b"\0"):
             if not rec:
@@ -540,6 +587,11 @@ class GitHubTwin:
         return None
 
     def _ls_tree(self, tree: str) -> list[tuple[str, str, str, int, str]]:
+        if _FULL_SHA.fullmatch(tree):
+            return list(self._object(("ls-tree", tree), lambda: self._read_ls_tree(tree)))
+        return self._read_ls_tree(tree)
+
+    def _read_ls_tree(self, tree: str) -> list[tuple[str, str, str, int, str]]:
         out = self._git("ls-tree", "-l", "-z", tree).stdout
         entries = []
         for rec in out.split(b"\0"):
@@ -1272,7 +1324,7 @@ class GitHubTwin:
         if commit is None:
             raise _HTTPError(404, f"No commit found for the ref {ref}")
         if not path:
-            tree = self._out("rev-parse", f"{commit}^{{tree}}")
+            tree = self._object(("tree", commit), lambda: self._out("rev-parse", f"{commit}^{{tree}}"))
             items = [self._entry_json(m, t, s, z, n, ref) for m, t, s, z, n in self._ls_tree(tree)]
             return _Response(200, items)
         entry = self._ls_entry(commit, path)
@@ -1284,7 +1336,9 @@ class GitHubTwin:
             return _Response(200, items)
         info = self._entry_json(mode, typ, sha, size, path, ref)
         if typ == "blob":
-            blob = self._git("cat-file", "blob", sha).stdout
+            blob = self._blob(sha)
+            if blob is None:
+                raise _HTTPError(404, "Not Found")
             info.update({"encoding": "base64", "content": _wrap_base64(blob)})
         return _Response(200, info)
 
@@ -1324,16 +1378,16 @@ class GitHubTwin:
         if kind == "commits" and self._rev(rest) is not None:
             return _Response(200, self._commit_json(self._rev(rest) or ""))
         if kind == "blobs":
-            proc = self._git("cat-file", "blob", rest, check=False)
-            if proc.returncode == 0:
+            blob = self._blob(rest)
+            if blob is not None:
                 return _Response(
                     200,
                     {
                         "sha": rest,
                         "node_id": f"B_{rest}",
-                        "size": len(proc.stdout),
+                        "size": len(blob),
                         "url": f"{api}/git/blobs/{rest}",
-                        "content": _wrap_base64(proc.stdout),
+                        "content": _wrap_base64(blob),
                         "encoding": "base64",
                     },
                 )
