@@ -164,9 +164,9 @@ class BufferedMetrics(Metrics):
             if self._thread is None:  # started on first use: after gunicorn forked this worker
                 self._thread = threading.Thread(target=self._flush_loop, name="trackbot-metrics", daemon=True)
                 self._thread.start()
-                atexit.register(self.flush)  # a process that exits cleanly loses nothing
+                atexit.register(self.flush, final=True)  # a process that exits cleanly loses nothing
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
         """Write what was added up since the last flush (kept for the next one when Redis fails)."""
         with self._lock:
             pending, self._pending = self._pending, {}
@@ -178,6 +178,9 @@ class BufferedMetrics(Metrics):
                 _increment(pipe, key, [(field, amount)])
             pipe.execute()
         except RedisError as error:
+            if final:
+                log.warning("metrics lost at exit: %s", error)
+                return
             log.warning("metrics not recorded yet (%s); trying again", error)
             with self._lock:
                 for slot, amount in pending.items():

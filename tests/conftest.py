@@ -8,6 +8,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -51,9 +52,12 @@ def make_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("REDIS_URL", redis_url)
     stacks: list[LocalStack] = []
 
-    def start(repo: Path | None = None, agent: str | None = None) -> LocalStack:
+    def start(repo: Path | None = None, agent: str | None = None, **settings: Any) -> LocalStack:
+        """`settings`: Settings fields for every process of the stack (the web app and the worker)."""
         Redis.from_url(redis_url).flushdb()
-        stack = LocalStack(io.StringIO(), repo=repo, agent=agent, work_dir=tmp_path / f"stack{len(stacks)}")
+        stack = LocalStack(
+            io.StringIO(), repo=repo, agent=agent, work_dir=tmp_path / f"stack{len(stacks)}", settings=settings
+        )
         stacks.append(stack)
         stack.start()
         return stack

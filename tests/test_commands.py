@@ -42,8 +42,7 @@ def test_status_card_shows_the_last_run(make_stack) -> None:  # type: ignore[no-
 
 
 def test_a_channel_not_mapped_to_a_repository_is_told_where_to_go(make_stack) -> None:  # type: ignore[no-untyped-def]
-    stack = make_stack()
-    stack.services.settings.channels = {"C0OTHER": stack.services.settings.repositories[0]}
+    stack = make_stack(channels={"C0OTHER": "local/sample-upstream"})
     answer = command(stack, "run")
     assert answer.response_type == "ephemeral"
     assert "This channel is not set up for trackbot. Use <#C0OTHER> (local/sample-upstream)" in answer.text
@@ -158,10 +157,7 @@ def test_audit_lists_decisions_for_maintainers_only(make_stack) -> None:  # type
 def test_two_person_rule_needs_another_maintainer(make_stack) -> None:  # type: ignore[no-untyped-def]
     from test_handlers import BOB, click
 
-    stack = make_stack()
-    settings = stack.services.settings
-    settings.two_person_rule = True
-    settings.maintainers = [ALICE, BOB]
+    stack = make_stack(two_person_rule=True, maintainers=[ALICE, BOB])
     stack.handle("/track run")
     stack.handle(":wait 120")
     stack.handle(":merge 1")

@@ -20,8 +20,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import SecretStr
 
@@ -69,9 +70,16 @@ class LocalStack:
     """Everything `trackbot console` runs, started and stopped together."""
 
     def __init__(
-        self, out: TextIO, repo: Path | None = None, agent: str | None = None, work_dir: Path | None = None
+        self,
+        out: TextIO,
+        repo: Path | None = None,
+        agent: str | None = None,
+        work_dir: Path | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
+        """`settings`: Settings fields to set instead of the console's own (tests), in every process."""
         self.out = out
+        self.overrides = dict(settings or {})
         self._own_work_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="trackbot-console-")).resolve()
         self.repo = repo.resolve() if repo else None
@@ -149,22 +157,23 @@ class LocalStack:
             webhook_secret=tokens["webhook"],
             on_event=lambda line: self.say(f"[{line}]"),
         ).start()
-        settings = Settings(
-            slack_bot_token=SecretStr(tokens["slack"]),
-            slack_signing_secret=SecretStr(tokens["signing"]),
-            slack_api_url=self.slack.api_url,
-            github_token=SecretStr(tokens["github"]),
-            github_repository=full_name,
-            github_api_url=self.github.api_url,
-            github_webhook_secret=SecretStr(tokens["webhook"]),
-            git_url=str(self.repo),
-            maintainers=[USERS["alice"]],
-            runners=[USERS["alice"], USERS["bob"]],
-            redis_url=os.environ.get("REDIS_URL"),
-            agent_command=self.agent,
-            work_dir=self.work_dir,
-            github_write_interval_s=0,
-        )
+        fields: dict[str, Any] = {
+            "slack_bot_token": SecretStr(tokens["slack"]),
+            "slack_signing_secret": SecretStr(tokens["signing"]),
+            "slack_api_url": self.slack.api_url,
+            "github_token": SecretStr(tokens["github"]),
+            "github_repository": full_name,
+            "github_api_url": self.github.api_url,
+            "github_webhook_secret": SecretStr(tokens["webhook"]),
+            "git_url": str(self.repo),
+            "maintainers": [USERS["alice"]],
+            "runners": [USERS["alice"], USERS["bob"]],
+            "redis_url": os.environ.get("REDIS_URL"),
+            "agent_command": self.agent,
+            "work_dir": self.work_dir,
+            "github_write_interval_s": 0,
+        }
+        settings = Settings(**{**fields, **self.overrides})
         redis, embedded = connect_redis(settings)
         self.services = Services(settings=settings, redis=redis, embedded_redis=embedded)
         redis_url = settings.redis_url or (embedded.url if embedded else None)

@@ -1,0 +1,219 @@
+"""Slack commands are acked by the web app and answered by a worker (handlers/slack_work.py).
+
+Each test starts the local stack (twins, the bot's HTTP app, a real `trackbot worker` process),
+sends real signed requests, and checks what the user sees: the ack, then the answer through the
+command's response_url. The worker is paused with SIGSTOP where a test needs work to wait in the
+queue, exactly as it waits when every worker is busy or gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+
+import pytest
+from slack_bolt import BoltRequest
+
+from bot.local.console import CHANNEL_ID, CHANNEL_NAME, USERS, LocalStack, settings_environment
+from bot.local.slack_api import SlackMessage
+from bot.local.slack_requests import post_signed, slash_command_body
+from handlers.slack_work import GROUP, LISTENING_KEY, MAX_AGE_S, STREAM, SlackWork, SlackWorkConsumer
+
+MakeStack = Callable[..., LocalStack]
+ALICE = USERS["alice"]
+RETRY = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+
+
+def answers(stack: LocalStack) -> list[SlackMessage]:
+    assert stack.slack is not None
+    return [m for m in stack.slack.snapshot() if m.kind == "response_url"]
+
+
+def wait_answers(stack: LocalStack, count: int, timeout: float = 20) -> list[SlackMessage]:
+    deadline = time.monotonic() + timeout
+    while len(answers(stack)) < count:
+        assert time.monotonic() < deadline, f"expected {count} answers, got {[m.text for m in answers(stack)]}"
+        time.sleep(0.02)
+    return answers(stack)
+
+
+def no_more_answers(stack: LocalStack, count: int, seconds: float = 1.5) -> bool:
+    """True when there are still exactly `count` answers after `seconds`."""
+    time.sleep(seconds)
+    return len(answers(stack)) == count
+
+
+def command_body(stack: LocalStack, text: str) -> str:
+    assert stack.slack is not None
+    response_url = stack.slack.new_response_url(CHANNEL_ID, ALICE)
+    return slash_command_body("/track", text, ALICE, "alice", CHANNEL_ID, CHANNEL_NAME, response_url)
+
+
+def send(stack: LocalStack, body: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    status, _, answer = post_signed(stack.bot_url + "/slack/events", body, stack.signing_secret, extra_headers=headers)
+    return status, answer
+
+
+def worker_listening(stack: LocalStack, timeout: float = 30) -> None:
+    """Until the worker has said that it answers Slack work."""
+    assert stack.services is not None
+    deadline = time.monotonic() + timeout
+    while not stack.services.redis.exists(LISTENING_KEY):
+        assert time.monotonic() < deadline, "the worker never said it answers Slack work"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def paused(stack: LocalStack) -> Iterator[None]:
+    """The worker process stopped (SIGSTOP) inside the block, continued after it."""
+    assert stack.worker is not None
+    stack.worker.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        stack.worker.send_signal(signal.SIGCONT)
+
+
+def queued(stack: LocalStack) -> int:
+    assert stack.services is not None
+    return int(stack.services.redis.xlen(STREAM))
+
+
+def test_a_command_acked_while_the_worker_is_busy_is_answered_when_it_is_back(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    worker_listening(stack)
+    with paused(stack):
+        assert send(stack, command_body(stack, "status")) == (200, b"")  # the ack: nothing shown yet
+        assert queued(stack) == 1
+        assert no_more_answers(stack, 0)  # the web app did not answer it itself
+    [answer] = wait_answers(stack, 1)
+    assert "Track 1: *hello-endpoint*" in answer.text
+    assert queued(stack) == 0  # answered work leaves the stream
+    assert no_more_answers(stack, 1)
+
+
+def test_with_no_worker_listening_the_web_app_answers_by_itself(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    worker_listening(stack)
+    assert stack.worker is not None and stack.services is not None
+    stack.worker.send_signal(signal.SIGTERM)
+    stack.worker.wait(timeout=60)
+    stack.services.redis.delete(LISTENING_KEY)  # what its expiry does LISTENING_TTL_S after the last worker
+    assert send(stack, command_body(stack, "status"))[0] == 200
+    [answer] = wait_answers(stack, 1)
+    assert "Track 1" in answer.text
+    assert queued(stack) == 0  # nothing was left waiting for a worker
+
+
+def start_worker(stack: LocalStack) -> subprocess.Popen[bytes]:
+    """Another `trackbot worker` for the stack, as the console starts its own."""
+    assert stack.services is not None
+    settings, embedded = stack.services.settings, stack.services.embedded_redis
+    url = settings.redis_url or (embedded.url if embedded else "")
+    env = {**os.environ, **settings_environment(settings), "REDIS_URL": str(url)}
+    log = open(stack.work_dir / "worker-2.log", "ab")  # noqa: SIM115 - lives as long as the worker
+    argv = [sys.executable, "-m", "bot.cli", "worker"]
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=stack.work_dir)
+
+
+def test_a_command_a_killed_worker_had_taken_is_answered_by_another(
+    make_stack: MakeStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRACKBOT_SLACK_WORK_CLAIM_IDLE", "1")
+    stack = make_stack()
+    worker_listening(stack)
+    assert stack.services is not None and stack.worker is not None
+    redis = stack.services.redis
+    with paused(stack):
+        assert send(stack, command_body(stack, "status"))[0] == 200
+        # A thread of the stopped worker was waiting on the stream: Redis handed it the entry.
+        assert redis.xpending(STREAM, GROUP)["pending"] == 1
+        stack.worker.kill()
+        stack.worker.wait()
+    assert no_more_answers(stack, 0)
+    second = start_worker(stack)
+    try:
+        [answer] = wait_answers(stack, 1, timeout=30)
+        assert "Track 1: *hello-endpoint*" in answer.text
+        assert no_more_answers(stack, 1)
+        assert redis.xpending(STREAM, GROUP)["pending"] == 0
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+
+
+def test_a_slack_retry_of_a_queued_command_is_dropped(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    worker_listening(stack)
+    body = command_body(stack, "status")
+    with paused(stack):
+        assert send(stack, body)[0] == 200
+        assert send(stack, body, RETRY) == (200, b"")  # Slack gave up waiting; trackbot had it already
+        assert queued(stack) == 1
+    wait_answers(stack, 1)
+    assert no_more_answers(stack, 1)
+
+
+def worker_gone(stack: LocalStack) -> None:
+    """Stop the worker; for up to LISTENING_TTL_S the web app still takes it for listening, and queues."""
+    assert stack.worker is not None
+    stack.worker.terminate()
+    stack.worker.wait(timeout=60)
+
+
+def test_work_that_keeps_killing_its_worker_is_dropped_after_three_deliveries(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    worker_listening(stack)
+    assert stack.services is not None
+    redis = stack.services.redis
+    worker_gone(stack)
+    assert send(stack, command_body(stack, "status"))[0] == 200
+    [[_, [(entry_id, _)]]] = redis.xreadgroup(GROUP, "crashing:1:0", {STREAM: ">"}, count=1)
+    for n in range(2, 4):  # two more workers took it and died
+        redis.xclaim(STREAM, GROUP, f"crashing:{n}:0", 0, [entry_id])
+    consumer = SlackWorkConsumer(stack.services, threads=0)
+    [(claimed_id, fields)] = consumer.queue.claim("here:1:0", idle_s=0.001)
+    assert claimed_id == entry_id.decode()
+    consumer.answer(claimed_id, fields, claimed=True)  # the fourth delivery: given up, not answered
+    assert queued(stack) == 0 and redis.xpending(STREAM, GROUP)["pending"] == 0
+    assert no_more_answers(stack, 0)
+
+
+def test_work_older_than_its_response_url_is_dropped(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    worker_listening(stack)
+    assert stack.services is not None
+    worker_gone(stack)
+    consumer = SlackWorkConsumer(stack.services, threads=0)
+    stale = SlackWork(
+        "track",
+        "http",
+        command_body(stack, "status"),
+        "application/x-www-form-urlencoded",
+        time.time() - MAX_AGE_S - 60,
+    )
+    consumer.queue.put(stale)
+    [(entry_id, fields)] = consumer.queue.take("here:1:0", block_ms=1000)
+    consumer.answer(entry_id, fields)
+    assert queued(stack) == 0
+    assert no_more_answers(stack, 0)
+
+
+def test_a_socket_mode_command_is_answered_by_the_worker(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    worker_listening(stack)
+    payload = dict(urllib.parse.parse_qsl(command_body(stack, "status")))
+    web_app = stack.server.get_app().bolt  # type: ignore[attr-defined]
+    with paused(stack):
+        # What Bolt's SocketModeHandler does with a slash command that arrives over the socket.
+        response = web_app.dispatch(BoltRequest(body=payload, mode="socket_mode"))
+        assert response.status == 200
+        assert queued(stack) == 1
+    [answer] = wait_answers(stack, 1)
+    assert "Track 1" in answer.text
