@@ -283,6 +283,23 @@ def test_merge_through_the_api(twin: GitHubTwin, bare: Path, receiver: Receiver)
     assert again.value.status == 405
 
 
+def test_draft_state_changes_through_graphql_as_on_github(twin: GitHubTwin) -> None:
+    repo = client(twin).get_repo("acme/widgets")
+    pr = repo.create_pull(title="Track 1: hello", body="", head="track-1-hello", base="main", draft=True)
+    assert pr.draft
+    pr.mark_ready_for_review()  # REST cannot: PyGithub posts GraphQL's markPullRequestReadyForReview
+    assert not repo.get_pull(pr.number).draft
+    pr.convert_to_draft()
+    assert repo.get_pull(pr.number).draft
+    pr.merge()
+    with pytest.raises(github.GithubException) as closed:
+        repo.get_pull(pr.number).mark_ready_for_review()
+    assert "Pull request is closed" in json.dumps(closed.value.data)
+    with pytest.raises(github.GithubException) as unknown:
+        client(twin).requester.graphql_query("query { viewer { login } }", {})
+    assert "does not serve this GraphQL" in json.dumps(unknown.value.data)
+
+
 def test_bad_token_is_401(twin: GitHubTwin) -> None:
     with pytest.raises(github.BadCredentialsException) as exc:
         client(twin, token="wrong").get_repo("acme/widgets")

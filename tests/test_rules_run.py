@@ -333,6 +333,7 @@ def test_a_new_run_after_a_gate_failed_draft_updates_that_pr(make_stack: MakeSta
 
     [pr] = pulls(stack)  # the same PR, updated: not a second one
     assert pr.number == draft.number
+    assert not pr.draft  # its gates pass now: ready for review
     assert git(stack, "rev-parse", BRANCH).strip() != first_sha  # pushed over with --force-with-lease
     assert git(stack, "rev-list", "--count", f"main..{BRANCH}").strip() == "1"
     assert pushed_file(stack, "app/hello.txt") == "hello, take 2\n"
@@ -342,4 +343,4 @@ def test_a_new_run_after_a_gate_failed_draft_updates_that_pr(make_stack: MakeSta
     assert done is not None and done.state is RunState.PR_OPEN and done.pr_number == draft.number
     [parent] = parents(stack)
     progress = [m.text for m in messages(stack) if m.thread_ts == parent.ts and "Pull request" in m.text]
-    assert len(progress) == 2 and f"updated PR #{draft.number}" in progress[1], progress
+    assert len(progress) == 2 and f"updated PR #{draft.number}, now ready for review" in progress[1], progress

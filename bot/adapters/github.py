@@ -281,6 +281,20 @@ class GitHubRepo:
 
         return self._call(f"update PR #{number}", update)
 
+    def set_draft(self, number: int, draft: bool) -> PullRef:
+        """Make a PR a draft, or ready for review. REST cannot: GitHub's GraphQL mutations do it."""
+
+        def change(repo: Any) -> PullRef:
+            pr = repo.get_pull(number)
+            if bool(pr.draft) != draft:
+                if draft:
+                    pr.convert_to_draft()
+                else:
+                    pr.mark_ready_for_review()
+            return _pull_ref(pr)
+
+        return self._call(f"mark PR #{number} {'a draft' if draft else 'ready for review'}", change)
+
     def get_pull(self, number: int) -> PullRef:
         """A PR by number."""
         return self._call(f"read PR #{number}", lambda repo: _pull_ref(repo.get_pull(number)))

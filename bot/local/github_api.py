@@ -777,7 +777,7 @@ class GitHubTwin:
         repo = self._repo_json()
         return {
             "id": 100000 + pr.number,
-            "node_id": f"PR_twin{pr.number}",
+            "node_id": self._pull_node_id(pr.number),
             "number": pr.number,
             "url": url,
             "html_url": html,
@@ -1235,7 +1235,38 @@ class GitHubTwin:
         parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
         return self._route(method, parts, query, data if isinstance(data, dict) else {})
 
+    def _pull_node_id(self, number: int) -> str:
+        return f"PR_{self.full_name.replace('/', '_')}_{number}"
+
+    def _graphql(self, data: dict[str, Any]) -> _Response:
+        """GitHub's GraphQL API, as far as pull requests' draft state goes (REST cannot change it).
+
+        `markPullRequestReadyForReview` and `convertPullRequestToDraft`, in the shape PyGithub sends
+        (`Requester.graphql_named_mutation`); anything else gets GraphQL's error answer (HTTP 200)."""
+        query = str(data.get("query") or "")
+        found = re.search(r"\bmutation\b[^{]*\{\s*(\w+)\s*\(", query)
+        mutation = found.group(1) if found else ""
+        if mutation not in ("markPullRequestReadyForReview", "convertPullRequestToDraft"):
+            return _Response(200, {"errors": [{"message": f"the twin does not serve this GraphQL: {query[:80]}"}]})
+        node_id = str(((data.get("variables") or {}).get("input") or {}).get("pullRequestId") or "")
+        for twin in (self, *self._others.values()):
+            with twin._lock:
+                for pr in twin._pulls.values():
+                    if twin._pull_node_id(pr.number) != node_id:
+                        continue
+                    if pr.state != "open":
+                        return _Response(200, {"errors": [{"message": "Pull request is closed"}]})
+                    pr.draft = mutation == "convertPullRequestToDraft"
+                    pr.updated_at = _now()
+                    twin._emit(f"PR #{pr.number} {'is a draft again' if pr.draft else 'is ready for review'}")
+                    answer = {"clientMutationId": None, "pullRequest": {"isDraft": pr.draft}}
+                    return _Response(200, {"data": {mutation: answer}})
+        message = f"Could not resolve to a node with the global id of '{node_id}'"
+        return _Response(200, {"errors": [{"type": "NOT_FOUND", "message": message}]})
+
     def _route(self, method: str, parts: list[str], query: dict[str, str], data: dict[str, Any]) -> _Response:
+        if parts == ["graphql"] and method == "POST":
+            return self._graphql(data)
         if parts == ["user"] and method == "GET":
             return _Response(200, self._user_json(_BOT_LOGIN))
         if parts == ["rate_limit"] and method == "GET":

@@ -33,7 +33,8 @@ def push(ctx: RunContext) -> StepResult:
 
 
 def pull_request(ctx: RunContext) -> StepResult:
-    """Open the PR `Track {N}: {slug}` (a draft when a gate failed), or update the branch's open one."""
+    """Open the PR `Track {N}: {slug}` (a draft when a gate failed), or update the branch's open one
+    (its title, body and draft state)."""
     run = ctx.run
     if run.dry_run:
         return StepResult(name="pull_request", outcome=Outcome.SKIPPED, summary="dry run: no PR")
@@ -44,10 +45,12 @@ def pull_request(ctx: RunContext) -> StepResult:
     existing = ctx.github.find_open_pull(run.branch, base)
     if existing is not None:
         pr = ctx.github.update_pull(existing.number, title, body)
-        verb = "updated"
+        verb, draft = "updated", " (a draft)" if run.draft else ""
+        if pr.draft != run.draft:  # a re-run whose gates now pass (or now fail)
+            pr = ctx.github.set_draft(existing.number, run.draft)
+            draft = ", a draft again" if run.draft else ", now ready for review"
     else:
         pr = ctx.github.open_pull(run.branch, base, title, body, run.draft)
-        verb = "opened"
+        verb, draft = "opened", " as a draft" if run.draft else ""
     run.pr_number, run.pr_url = pr.number, pr.url
-    draft = " as a draft" if run.draft else ""
     return StepResult(name="pull_request", outcome=Outcome.OK, summary=f"{verb} PR #{pr.number}{draft}: {pr.url}")
