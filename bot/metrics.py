@@ -32,6 +32,7 @@ from bot.runs import Run
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "trackbot:metrics"
+SLACK_WORK_STREAM = "trackbot:slack-work"  # the web app queues Slack work here (handlers/slack_work.py)
 _SEP = "\x1f"  # between label values in a hash field
 _PART = "\x1e"  # between the labels and the bucket / sum / count
 
@@ -293,6 +294,12 @@ class TrackbotCollector:
             if beat.age_s is not None:
                 age.add_metric([beat.name, beat.hostname, beat.state], beat.age_s)
         yield age
+        waiting = GaugeMetricFamily(
+            "trackbot_slack_work_waiting",
+            "Slack commands and clicks acked by the web app and not answered yet by a worker",
+        )
+        waiting.add_metric([], int(self.redis.xlen(SLACK_WORK_STREAM)))
+        yield waiting
         scrape = GaugeMetricFamily("trackbot_scrape_timestamp_seconds", "When these metrics were read")
         scrape.add_metric([], time.time())
         yield scrape

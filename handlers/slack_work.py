@@ -39,6 +39,7 @@ from redis.exceptions import RedisError, ResponseError
 from slack_bolt import App, BoltRequest
 from slack_bolt.lazy_listener import LazyListenerRunner
 
+from bot.metrics import SLACK_WORK_STREAM
 from handlers.slack_dedupe import remember_seen
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STREAM = "trackbot:slack-work"
+STREAM = SLACK_WORK_STREAM
 GROUP = "trackbot-workers"
 LISTENING_KEY = "trackbot:slack-work:listening"
 LISTENING_TTL_S = 15  # a worker renews it every BEAT_S; the web trusts it this long

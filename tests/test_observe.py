@@ -220,6 +220,7 @@ def test_metrics_show_runs_steps_waits_acks_and_api_errors_from_every_process(ma
     assert found[("trackbot_queue_depth", ())] == 0
     assert found[("trackbot_runs_running", ())] == 0
     assert found[("trackbot_workers", ())] == 1
+    assert found[("trackbot_slack_work_waiting", ())] == 0  # every command was answered
     [(labels, age)] = [(k[1], v) for k, v in found.items() if k[0] == "trackbot_worker_heartbeat_age_seconds"]
     assert dict(labels)["hostname"] == socket.gethostname() and dict(labels)["state"] == "idle"
     assert 0 <= age < 480

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -92,6 +93,8 @@ def test_a_command_acked_while_the_worker_is_busy_is_answered_when_it_is_back(ma
         assert send(stack, command_body(stack, "status")) == (200, b"")  # the ack: nothing shown yet
         assert queued(stack) == 1
         assert no_more_answers(stack, 0)  # the web app did not answer it itself
+        with urllib.request.urlopen(stack.bot_url + "/metrics", timeout=15) as response:
+            assert "trackbot_slack_work_waiting 1.0" in response.read().decode()  # operators see the backlog
     [answer] = wait_answers(stack, 1)
     assert "Track 1: *hello-endpoint*" in answer.text
     assert queued(stack) == 0  # answered work leaves the stream
