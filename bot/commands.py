@@ -8,11 +8,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from redis import RedisError
+
 from bot import audit
 from bot.adapters.github import GitHubError, GitHubFiles
 from bot.adapters.slack import SlackError
 from bot.cancel import CancelStatus, cancel_active
 from bot.knob import KnobError, NextTrack, parse_knob
+from bot.metrics import worker_beats
 from bot.plan import DocNotFound, TrackDoc, known_tracks, resolve_track_doc
 from bot.queueing import QueueingError, enqueue_run
 from bot.render import STATE_WORDS, STEP_TITLES, help_text, mention, parent_text, section
@@ -134,7 +137,7 @@ class Commands:
         ]
         position = self.queue_position(repo)
         if position is not None:
-            lines.append(f"Queue position: {position}")
+            lines.append(f"Queue position: {position}" + self.no_worker_note())
         last = self.services.store.latest(repo)
         if last is not None:
             lines.append(f"Last run: {describe_run(last)}")
@@ -182,6 +185,19 @@ class Commands:
         if not entries:
             return Reply(f"No decisions recorded for {repo} yet.")
         return Reply(f"*Audit — {repo}*\n" + audit.render_audit(entries))
+
+    def no_worker_note(self) -> str:
+        """A warning when no worker is alive to start a queued run (else nothing)."""
+        try:
+            alive = worker_beats(self.services.redis, self.services.queue)
+        except RedisError:
+            return ""
+        if alive:
+            return ""
+        return (
+            "\n:warning: No trackbot worker is running: the run waits in the queue until one starts. "
+            "Ask an operator to start `trackbot worker`."
+        )
 
     def queue_position(self, repo: str) -> int | None:
         """1-based position of the repository's queued run in the shared queue, if it is waiting."""
@@ -335,7 +351,7 @@ class Commands:
             run.id,
             f"Track {run.track}: {run.slug}",
         )
-        return Reply(f"Queued {parent_text(run)}. Progress follows in {self.link(run)}.")
+        return Reply(f"Queued {parent_text(run)}. Progress follows in {self.link(run)}.{self.no_worker_note()}")
 
 
 def describe_run(run: Run) -> str:

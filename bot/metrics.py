@@ -165,7 +165,15 @@ class BufferedMetrics(Metrics):
             if self._thread is None:  # started on first use: after gunicorn forked this worker
                 self._thread = threading.Thread(target=self._flush_loop, name="trackbot-metrics", daemon=True)
                 self._thread.start()
-                atexit.register(self.flush, final=True)  # a process that exits cleanly loses nothing
+                atexit.register(self._flush_at_exit)  # a process that exits cleanly loses nothing
+
+    def close(self) -> None:
+        """Write what is left now, not at exit (the caller is about to stop Redis, or the process)."""
+        atexit.unregister(self._flush_at_exit)
+        self.flush()
+
+    def _flush_at_exit(self) -> None:
+        self.flush(final=True)
 
     def flush(self, final: bool = False) -> None:
         """Write what was added up since the last flush (kept for the next one when Redis fails)."""

@@ -70,6 +70,10 @@ class TrackbotApp:
             return self._metrics(start_response)
         return _plain(start_response, 404, "not found")
 
+    def close(self) -> None:
+        """Write the acks' metrics still added up in memory (before Redis or the process goes away)."""
+        self.ack_metrics.close()
+
     def _metrics(self, start_response: StartResponse) -> list[bytes]:
         try:
             body, content_type = metrics.render(self.services.redis, self.services.queue)

@@ -192,6 +192,7 @@ class Stack:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.get_app().close()
         for repo in self.repos:
             if repo.twin._host is None:
                 repo.twin.stop()

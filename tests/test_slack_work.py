@@ -112,6 +112,13 @@ def test_with_no_worker_listening_the_web_app_answers_by_itself(make_stack: Make
     [answer] = wait_answers(stack, 1)
     assert "Track 1" in answer.text
     assert queued(stack) == 0  # nothing was left waiting for a worker
+    # A run can be queued, and the user is told that nothing will start it yet.
+    assert send(stack, command_body(stack, "run"))[0] == 200
+    queued_answer = wait_answers(stack, 2)[1].text
+    assert queued_answer.startswith("Queued Track 1: hello-endpoint")
+    assert "No trackbot worker is running: the run waits in the queue until one starts" in queued_answer
+    assert send(stack, command_body(stack, "status"))[0] == 200
+    assert "Queue position: 1\n:warning: No trackbot worker is running" in wait_answers(stack, 3)[2].text
 
 
 def start_worker(stack: LocalStack) -> subprocess.Popen[bytes]:

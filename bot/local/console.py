@@ -212,6 +212,7 @@ class LocalStack:
         if self.server is not None:
             self.server.shutdown()  # type: ignore[attr-defined]
             self.server.server_close()  # type: ignore[attr-defined]
+            self.server.get_app().close()  # type: ignore[attr-defined]
         if self.github is not None:
             self.github.stop()
         if self.slack is not None:
