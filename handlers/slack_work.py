@@ -54,7 +54,9 @@ LISTENING_TTL_S = 15  # a worker renews it every BEAT_S; the web trusts it this 
 BEAT_S = 5.0
 MAX_DELIVERIES = 3
 MAX_AGE_S = 25 * 60  # Slack's response_url lives 30 minutes
-MAX_ENTRIES = 10_000  # the stream is trimmed (approximately) beyond this
+MAX_ENTRIES = 10_000  # the stream is trimmed (approximately, oldest first) beyond this
+TIDY_EVERY_S = 600.0
+GONE_AFTER_S = 3600.0  # a consumer that has not read for this long belongs to a worker that is gone
 LAZY_ONLY = "x-slack-bolt-lazy-only"
 LAZY_FUNCTION = "x-slack-bolt-lazy-function-name"
 
@@ -169,6 +171,16 @@ class SlackWorkQueue:
         pending = self.redis.xpending_range(STREAM, GROUP, min=entry_id, max=entry_id, count=1)
         return int(pending[0]["times_delivered"]) if pending else 0
 
+    def forget_gone_consumers(self, idle_s: float) -> int:
+        """Drop the group's consumers that hold nothing and have not read for `idle_s` (their workers are
+        gone: a live one reads every second), so the group does not grow with every worker restart."""
+        gone = 0
+        for consumer in self.redis.xinfo_consumers(STREAM, GROUP):
+            if int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_s * 1000:
+                self.redis.xgroup_delconsumer(STREAM, GROUP, consumer["name"])
+                gone += 1
+        return gone
+
     def done(self, entry_id: str) -> None:
         """The entry is answered (or given up): acknowledge and delete it."""
         pipe = self.redis.pipeline(transaction=False)
@@ -247,10 +259,14 @@ class SlackWorkConsumer:
                 thread.join(max(0.0, deadline - time.monotonic()))
 
     def _beat_loop(self) -> None:
+        next_tidy = time.monotonic() + TIDY_EVERY_S
         while True:
             try:
                 self.queue.ensure_group()
                 self.queue.say_listening()
+                if time.monotonic() >= next_tidy:
+                    next_tidy = time.monotonic() + TIDY_EVERY_S
+                    self.queue.forget_gone_consumers(GONE_AFTER_S)
             except RedisError as error:
                 log.warning("Slack work: cannot say this worker answers (%s)", error)
             if self._stop.wait(BEAT_S):

@@ -19,12 +19,21 @@ import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
+from redis import Redis
 from slack_bolt import BoltRequest
 
 from bot.local.console import CHANNEL_ID, CHANNEL_NAME, USERS, LocalStack, settings_environment
 from bot.local.slack_api import SlackMessage
 from bot.local.slack_requests import post_signed, slash_command_body
-from handlers.slack_work import GROUP, LISTENING_KEY, MAX_AGE_S, STREAM, SlackWork, SlackWorkConsumer
+from handlers.slack_work import (
+    GROUP,
+    LISTENING_KEY,
+    MAX_AGE_S,
+    STREAM,
+    SlackWork,
+    SlackWorkConsumer,
+    SlackWorkQueue,
+)
 
 MakeStack = Callable[..., LocalStack]
 ALICE = USERS["alice"]
@@ -227,3 +236,19 @@ def test_a_socket_mode_command_is_answered_by_the_worker(make_stack: MakeStack) 
         assert queued(stack) == 1
     [answer] = wait_answers(stack, 1)
     assert "Track 1" in answer.text
+
+
+def test_consumers_of_gone_workers_are_forgotten_unless_they_hold_work(redis: Redis) -> None:
+    queue = SlackWorkQueue(redis)
+    queue.ensure_group()
+    for n in range(3):
+        queue.put(SlackWork("track", "http", f"text={n}", "application/x-www-form-urlencoded", time.time()))
+    for name in ("gone:1:0", "gone:2:0", "holding:3:0"):
+        [(entry_id, _)] = queue.take(name, block_ms=100)
+        if not name.startswith("holding"):
+            queue.done(entry_id)
+    time.sleep(0.05)
+    assert queue.forget_gone_consumers(idle_s=10) == 0  # all of them read just now
+    assert queue.forget_gone_consumers(idle_s=0.01) == 2
+    [left] = redis.xinfo_consumers(STREAM, GROUP)
+    assert left["name"] == b"holding:3:0" and left["pending"] == 1  # its entry waits to be claimed
