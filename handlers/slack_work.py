@@ -7,6 +7,9 @@ work in the web process against about 60 ms without it (the bare app's). So the 
 lazy call to the workers through a Redis stream, and every `trackbot worker` answers them on a few
 threads of its main process, which stays idle while its work horse runs a track: commands are
 answered even while every worker runs a track. A web restart after an ack loses nothing either.
+Queueing is one Redis round trip (the original request's retry marker rides in the same pipeline,
+handlers/slack_dedupe.py): a thread that blocks on Redis waits for the GIL again afterwards, and
+three round trips per ack cost about twice the bare app's p99.
 
 - Delivery is at least once. A worker that dies while answering leaves its entry pending; another
   worker claims it once it has been idle for TRACKBOT_SLACK_WORK_CLAIM_IDLE seconds. An entry that
