@@ -8,6 +8,12 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.webhook import WebhookClient
 
 from bot import audit
 from bot.advance import Advancer
@@ -21,13 +27,33 @@ from handlers.slack_work import SlackWorkQueue, hand_lazy_work_to_workers
 log = logging.getLogger(__name__)
 
 
+# An answer goes to the command's response_url once; Slack may refuse it for a moment (a 5xx, a 429
+# with Retry-After, a dropped connection): try again rather than leave the user without one.
+_ANSWER_RETRIES = [
+    ConnectionErrorRetryHandler(max_retry_count=2),
+    RateLimitErrorRetryHandler(max_retry_count=2),
+    ServerErrorRetryHandler(max_retry_count=2),
+]
+
+
+class AnswerNotDelivered(Exception):
+    """Slack did not take the answer at the command's response_url."""
+
+
 def _answer(respond: Respond, reply: Reply) -> None:
-    respond(
+    if respond.response_url is None:
+        raise AnswerNotDelivered("the request has no response_url")
+    client = WebhookClient(
+        url=respond.response_url, proxy=respond.proxy, ssl=respond.ssl, retry_handlers=_ANSWER_RETRIES
+    )
+    response = client.send(
         text=reply.text,
         blocks=reply.blocks,
         response_type="ephemeral" if reply.ephemeral else "in_channel",
         replace_original=False,
     )
+    if response.status_code != 200:
+        raise AnswerNotDelivered(f"Slack answered {response.status_code}: {response.body[:200]}")
 
 
 def _safely(services: Services, respond: Respond, doing: str, action: Callable[[], Reply]) -> None:
@@ -42,6 +68,8 @@ def _safely(services: Services, respond: Respond, doing: str, action: Callable[[
         )
     try:
         _answer(respond, reply)
+    except AnswerNotDelivered as error:
+        log.warning("the answer after %s was not delivered: %s", doing, services.redact(str(error)))
     except Exception:
         log.exception("answering after %s", doing)
 

@@ -252,3 +252,29 @@ def test_consumers_of_gone_workers_are_forgotten_unless_they_hold_work(redis: Re
     assert queue.forget_gone_consumers(idle_s=0.01) == 2
     [left] = redis.xinfo_consumers(STREAM, GROUP)
     assert left["name"] == b"holding:3:0" and left["pending"] == 1  # its entry waits to be claimed
+
+
+def test_an_answer_slack_refuses_for_a_moment_still_arrives_once(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    worker_listening(stack)
+    assert stack.slack is not None
+    stack.slack.fail_next("response_url", count=1, status=429, retry_after=1)
+    stack.slack.fail_next("response_url", count=1, status=500, error="internal_error")
+    assert send(stack, command_body(stack, "status"))[0] == 200
+    [answer] = wait_answers(stack, 1, timeout=30)
+    assert "Track 1: *hello-endpoint*" in answer.text
+    assert no_more_answers(stack, 1)
+
+
+def test_an_answer_slack_keeps_refusing_is_logged_not_retried_forever(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    worker_listening(stack)
+    assert stack.slack is not None
+    stack.slack.fail_next("response_url", count=3, status=500, error="internal_error")
+    assert send(stack, command_body(stack, "status"))[0] == 200
+    log = stack.work_dir / "worker.log"
+    deadline = time.monotonic() + 30
+    while "was not delivered: Slack answered 500" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.1)
+    assert answers(stack) == [] and queued(stack) == 0

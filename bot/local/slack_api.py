@@ -244,7 +244,8 @@ class SlackTwin:
     def fail_next(
         self, method: str, count: int = 1, error: str = "ratelimited", status: int = 429, retry_after: int = 1
     ) -> None:
-        """Make the next ``count`` calls of ``method`` fail like Slack does.
+        """Make the next ``count`` calls of ``method`` fail like Slack does (``"response_url"``: the
+        next posts to any response_url).
 
         status 429 → HTTP 429 with ``Retry-After`` and ``{"ok": false, "error": "ratelimited"}``;
         status 200 → ``{"ok": false, "error": error}``; other statuses (500) → that status with the error.
@@ -567,6 +568,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/response/"):
             if not ok:
                 self._send(400, {"ok": False, "error": "invalid_json"})
+                return
+            fault = self.twin._take_fault("response_url")  # fail_next("response_url", ...)
+            if fault is not None:
+                headers = {"Retry-After": str(fault.retry_after)} if fault.status == 429 else {}
+                self._send(fault.status, {"ok": False, "error": fault.error}, headers)
                 return
             status, body = self.twin._response_url_post(path.removeprefix("/response/"), params)
             self._send(status, body)
