@@ -31,6 +31,7 @@ import logging
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from logging import Logger
@@ -76,10 +77,16 @@ class SlackWork:
 
     @classmethod
     def from_request(cls, request: BoltRequest) -> SlackWork:
-        """The work Bolt hands a lazy listener runner (a copy of the request, with the function's name)."""
+        """The work Bolt hands a lazy listener runner (a copy of the request, with the function's name).
+
+        Slack's legacy verification `token` is left out: nothing needs it after the signature check,
+        and a credential has no business waiting in a queue."""
         if request.lazy_function_name is None:
             raise ValueError("not a lazy listener request")
-        body = request.raw_body if request.mode == "http" else json.dumps(request.body)
+        if request.mode == "http":
+            body = _without_token(request.raw_body, request.content_type or "")
+        else:
+            body = json.dumps({k: v for k, v in request.body.items() if k != "token"})
         return cls(request.lazy_function_name, request.mode, body, request.content_type or "", time.time())
 
     def fields(self) -> dict[str, str]:
@@ -190,6 +197,30 @@ class SlackWorkQueue:
         pipe.xack(STREAM, GROUP, entry_id)
         pipe.xdel(STREAM, entry_id)
         pipe.execute()
+
+
+def _without_token(raw_body: str, content_type: str) -> str:
+    """A request body (JSON; a form: a slash command, or `payload=` JSON of an interaction) without `token`."""
+    if content_type.startswith("application/json"):
+        try:
+            document = json.loads(raw_body)
+        except ValueError:
+            return raw_body
+        if isinstance(document, dict):
+            document.pop("token", None)
+        return json.dumps(document)
+    form_body = raw_body
+    fields = [(k, v) for k, v in urllib.parse.parse_qsl(form_body, keep_blank_values=True) if k != "token"]
+    for index, (key, value) in enumerate(fields):
+        if key == "payload":
+            try:
+                payload = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(payload, dict):
+                payload.pop("token", None)
+                fields[index] = (key, json.dumps(payload))
+    return urllib.parse.urlencode(fields)
 
 
 def _text(value: bytes | str) -> str:

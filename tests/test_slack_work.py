@@ -101,6 +101,8 @@ def test_a_command_acked_while_the_worker_is_busy_is_answered_when_it_is_back(ma
     with paused(stack):
         assert send(stack, command_body(stack, "status")) == (200, b"")  # the ack: nothing shown yet
         assert queued(stack) == 1
+        [(_, fields)] = stack.services.redis.xrange(STREAM)  # type: ignore[union-attr]
+        assert b"user_id=U0ALICE" in fields[b"body"] and b"token=" not in fields[b"body"]  # no credential waits
         assert no_more_answers(stack, 0)  # the web app did not answer it itself
         with urllib.request.urlopen(stack.bot_url + "/metrics", timeout=15) as response:
             assert "trackbot_slack_work_waiting 1.0" in response.read().decode()  # operators see the backlog
