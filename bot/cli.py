@@ -49,17 +49,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     log = logging.getLogger("trackbot.worker")
     services = Services.from_settings(settings)
     url = settings.redis_url or (services.embedded_redis.url if services.embedded_redis else None)
-    # The background thread has its own connection: the work horse forks from this process.
-    background = Services(settings=settings, redis=Redis.from_url(str(url), health_check_interval=30))
-    maintenance = Maintenance(background).start()
-    # Merges without a webhook (Socket Mode): its own services, so its GitHub client is its own thread's.
-    poller = PollerLoop(Services(settings=settings, redis=Redis.from_url(str(url), health_check_interval=30)))
+
+    def own_services() -> Services:
+        # Each background part gets its own Redis connection and API clients: the work horse forks
+        # from this process, and a GitHub client stays its own thread's.
+        return Services(settings=settings, redis=Redis.from_url(str(url), health_check_interval=30))
+
+    maintenance = Maintenance(own_services()).start()
+    # Merges without a webhook (Socket Mode).
+    poller = PollerLoop(own_services())
     poller.start()  # a no-op when TRACKBOT_POLL_INTERVAL is 0
     # Slack commands and clicks the web app acked; threads of this (idle) main process answer them.
-    answering = SlackWorkConsumer(
-        Services(settings=settings, redis=Redis.from_url(str(url), health_check_interval=30)),
-        settings.slack_work_threads,
-    ).start()
+    answering = SlackWorkConsumer(own_services(), settings.slack_work_threads).start()
 
     class TrackbotWorker(Worker):
         stop_signalled = False  # SIGTERM/SIGINT: stop for good, not a crash to recover from

@@ -358,6 +358,6 @@ class PatientGitHub(GitHubRepo):
             except GitHubError:
                 existing = None
             if existing is not None:
-                return self.update_pull(existing.number, title, body)
+                return self.update_pull(existing.number, title, body, draft)
         assert last is not None
         raise PullNotOpened(head, self.attempts, last)

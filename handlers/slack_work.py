@@ -167,14 +167,12 @@ class SlackWorkQueue:
     def take(self, consumer: str, block_ms: int) -> list[tuple[str, Mapping[bytes, bytes]]]:
         """New entries for `consumer`, waiting up to `block_ms` for one."""
         answer: Any = self.redis.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=1, block=block_ms)
-        entries = list(answer[0][1]) if answer else []  # [[stream, [(id, fields), ...]]]
-        return [(_text(entry_id), fields) for entry_id, fields in entries if fields is not None]
+        return _entries(answer[0][1] if answer else [])  # [[stream, [(id, fields), ...]]]
 
     def claim(self, consumer: str, idle_s: float) -> list[tuple[str, Mapping[bytes, bytes]]]:
         """Entries another consumer took and left idle for `idle_s` (its worker died), now `consumer`'s."""
         claimed = self.redis.xautoclaim(STREAM, GROUP, consumer, int(idle_s * 1000), "0-0", count=10)
-        entries = list(claimed[1]) if claimed else []
-        return [(_text(entry_id), fields) for entry_id, fields in entries if fields is not None]
+        return _entries(claimed[1] if claimed else [])  # [next start, [(id, fields), ...], deleted ids]
 
     def deliveries(self, entry_id: str) -> int:
         """How many times the entry was handed to a consumer."""
@@ -221,6 +219,11 @@ def _without_token(raw_body: str, content_type: str) -> str:
                 payload.pop("token", None)
                 fields[index] = (key, json.dumps(payload))
     return urllib.parse.urlencode(fields)
+
+
+def _entries(raw: Any) -> list[tuple[str, Mapping[bytes, bytes]]]:
+    """Stream entries as (id, fields), leaving out those deleted since (their fields are None)."""
+    return [(_text(entry_id), fields) for entry_id, fields in raw if fields is not None]
 
 
 def _text(value: bytes | str) -> str:

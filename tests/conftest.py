@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import shlex
+import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,3 +67,24 @@ def make_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) 
     yield start
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[[LocalStack], subprocess.Popen[bytes]]]:
+    """Start extra `trackbot worker` processes for a stack (`LocalStack.spawn_worker`); stopped at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(stack: LocalStack) -> subprocess.Popen[bytes]:
+        proc = stack.spawn_worker(f"worker{len(started) + 2}.log")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,17 +24,17 @@ import pytest
 from conftest import agent_script
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from test_run import answers, branches, git, messages, pulls, services
 
 from bot.adapters.git import clone_dir
 from bot.adapters.slack import SlackError
 from bot.cancel import CancelStatus, cancel_queued, cancel_run
-from bot.local.console import LocalStack, settings_environment
+from bot.local.console import LocalStack
 from bot.local.slack_api import SlackMessage
 from bot.outbox import Outbox, classify
 from bot.reaper import reap
 from bot.retry import NotRetryable, RepositoryBusy, retry_run
 from bot.runs import Run, RunState
-from bot.services import Services
 
 MakeStack = Callable[..., LocalStack]
 T = TypeVar("T")
@@ -76,39 +76,7 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, str(value))
 
 
-@pytest.fixture
-def workers() -> Iterator[Callable[[LocalStack], subprocess.Popen[bytes]]]:
-    """Start extra `trackbot worker` processes for a stack, as the console does; stopped at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(stack: LocalStack) -> subprocess.Popen[bytes]:
-        settings = services(stack).settings
-        embedded = services(stack).embedded_redis
-        url = settings.redis_url or (embedded.url if embedded else "")
-        env = {**os.environ, **settings_environment(settings), "REDIS_URL": str(url)}
-        log = open(stack.work_dir / f"worker{len(started) + 2}.log", "ab")  # noqa: SIM115
-        argv = [sys.executable, "-m", "bot.cli", "worker"]
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=stack.work_dir)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def services(stack: LocalStack) -> Services:
-    assert stack.services is not None
-    return stack.services
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, every: float = 0.05) -> T:
@@ -185,34 +153,10 @@ def ended(stack: LocalStack, run_id: str, timeout: float = 120.0) -> Run:
     return wait_for(f"run {run_id} to end", probe, timeout)
 
 
-def messages(stack: LocalStack) -> list[SlackMessage]:
-    assert stack.slack is not None
-    return stack.slack.snapshot()
-
-
 def in_thread(stack: LocalStack, run: Run) -> list[SlackMessage]:
     """Replies in the run's thread (the thread of its parent message), oldest first."""
     thread_ts = run.thread_ts or run_by_id(stack, run.id).thread_ts
     return [m for m in messages(stack) if m.kind == "message" and m.thread_ts == thread_ts and m.ts != thread_ts]
-
-
-def answers(stack: LocalStack) -> list[str]:
-    return [m.text for m in messages(stack) if m.kind == "response_url"]
-
-
-def git(stack: LocalStack, *args: str) -> str:
-    return subprocess.run(
-        ["git", "--git-dir", str(stack.repo), *args], capture_output=True, text=True, check=True
-    ).stdout
-
-
-def branches(stack: LocalStack) -> list[str]:
-    return git(stack, "for-each-ref", "--format=%(refname:short)", "refs/heads").split()
-
-
-def pulls(stack: LocalStack) -> list[object]:
-    assert stack.github is not None
-    return list(stack.github.pulls())
 
 
 def reports(stack: LocalStack) -> list[SlackMessage]:

@@ -9,10 +9,8 @@ queue, exactly as it waits when every worker is busy or gone.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -21,9 +19,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from redis import Redis
 from slack_bolt import BoltRequest
+from test_handlers import answers, wait_answers
 
-from bot.local.console import CHANNEL_ID, CHANNEL_NAME, USERS, LocalStack, settings_environment
-from bot.local.slack_api import SlackMessage
+from bot.local.console import CHANNEL_ID, CHANNEL_NAME, USERS, LocalStack
 from bot.local.slack_requests import post_signed, slash_command_body
 from handlers.slack_work import (
     GROUP,
@@ -38,19 +36,6 @@ from handlers.slack_work import (
 MakeStack = Callable[..., LocalStack]
 ALICE = USERS["alice"]
 RETRY = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
-
-
-def answers(stack: LocalStack) -> list[SlackMessage]:
-    assert stack.slack is not None
-    return [m for m in stack.slack.snapshot() if m.kind == "response_url"]
-
-
-def wait_answers(stack: LocalStack, count: int, timeout: float = 20) -> list[SlackMessage]:
-    deadline = time.monotonic() + timeout
-    while len(answers(stack)) < count:
-        assert time.monotonic() < deadline, f"expected {count} answers, got {[m.text for m in answers(stack)]}"
-        time.sleep(0.02)
-    return answers(stack)
 
 
 def no_more_answers(stack: LocalStack, count: int, seconds: float = 1.5) -> bool:
@@ -106,7 +91,7 @@ def test_a_command_acked_while_the_worker_is_busy_is_answered_when_it_is_back(ma
         assert no_more_answers(stack, 0)  # the web app did not answer it itself
         with urllib.request.urlopen(stack.bot_url + "/metrics", timeout=15) as response:
             assert "trackbot_slack_work_waiting 1.0" in response.read().decode()  # operators see the backlog
-    [answer] = wait_answers(stack, 1)
+    [answer] = wait_answers(stack, 0, 1)
     assert "Track 1: *hello-endpoint*" in answer.text
     assert queued(stack) == 0  # answered work leaves the stream
     assert no_more_answers(stack, 1)
@@ -120,31 +105,20 @@ def test_with_no_worker_listening_the_web_app_answers_by_itself(make_stack: Make
     stack.worker.wait(timeout=60)
     stack.services.redis.delete(LISTENING_KEY)  # what its expiry does LISTENING_TTL_S after the last worker
     assert send(stack, command_body(stack, "status"))[0] == 200
-    [answer] = wait_answers(stack, 1)
+    [answer] = wait_answers(stack, 0, 1)
     assert "Track 1" in answer.text
     assert queued(stack) == 0  # nothing was left waiting for a worker
     # A run can be queued, and the user is told that nothing will start it yet.
     assert send(stack, command_body(stack, "run"))[0] == 200
-    queued_answer = wait_answers(stack, 2)[1].text
+    queued_answer = wait_answers(stack, 0, 2)[1].text
     assert queued_answer.startswith("Queued Track 1: hello-endpoint")
     assert "No trackbot worker is running: the run waits in the queue until one starts" in queued_answer
     assert send(stack, command_body(stack, "status"))[0] == 200
-    assert "Queue position: 1\n:warning: No trackbot worker is running" in wait_answers(stack, 3)[2].text
-
-
-def start_worker(stack: LocalStack) -> subprocess.Popen[bytes]:
-    """Another `trackbot worker` for the stack, as the console starts its own."""
-    assert stack.services is not None
-    settings, embedded = stack.services.settings, stack.services.embedded_redis
-    url = settings.redis_url or (embedded.url if embedded else "")
-    env = {**os.environ, **settings_environment(settings), "REDIS_URL": str(url)}
-    log = open(stack.work_dir / "worker-2.log", "ab")  # noqa: SIM115 - lives as long as the worker
-    argv = [sys.executable, "-m", "bot.cli", "worker"]
-    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=stack.work_dir)
+    assert "Queue position: 1\n:warning: No trackbot worker is running" in wait_answers(stack, 0, 3)[2].text
 
 
 def test_a_command_a_killed_worker_had_taken_is_answered_by_another(
-    make_stack: MakeStack, monkeypatch: pytest.MonkeyPatch
+    make_stack: MakeStack, workers: Callable[[LocalStack], subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TRACKBOT_SLACK_WORK_CLAIM_IDLE", "1")
     stack = make_stack()
@@ -158,15 +132,11 @@ def test_a_command_a_killed_worker_had_taken_is_answered_by_another(
         stack.worker.kill()
         stack.worker.wait()
     assert no_more_answers(stack, 0)
-    second = start_worker(stack)
-    try:
-        [answer] = wait_answers(stack, 1, timeout=30)
-        assert "Track 1: *hello-endpoint*" in answer.text
-        assert no_more_answers(stack, 1)
-        assert redis.xpending(STREAM, GROUP)["pending"] == 0
-    finally:
-        second.terminate()
-        second.wait(timeout=30)
+    workers(stack)  # another worker
+    [answer] = wait_answers(stack, 0, 1, timeout=30)
+    assert "Track 1: *hello-endpoint*" in answer.text
+    assert no_more_answers(stack, 1)
+    assert redis.xpending(STREAM, GROUP)["pending"] == 0
 
 
 def test_a_slack_retry_of_a_queued_command_is_dropped(make_stack: MakeStack) -> None:
@@ -177,7 +147,7 @@ def test_a_slack_retry_of_a_queued_command_is_dropped(make_stack: MakeStack) -> 
         assert send(stack, body)[0] == 200
         assert send(stack, body, RETRY) == (200, b"")  # Slack gave up waiting; trackbot had it already
         assert queued(stack) == 1
-    wait_answers(stack, 1)
+    wait_answers(stack, 0, 1)
     assert no_more_answers(stack, 1)
 
 
@@ -236,7 +206,7 @@ def test_a_socket_mode_command_is_answered_by_the_worker(make_stack: MakeStack) 
         response = web_app.dispatch(BoltRequest(body=payload, mode="socket_mode"))
         assert response.status == 200
         assert queued(stack) == 1
-    [answer] = wait_answers(stack, 1)
+    [answer] = wait_answers(stack, 0, 1)
     assert "Track 1" in answer.text
 
 
@@ -263,7 +233,7 @@ def test_an_answer_slack_refuses_for_a_moment_still_arrives_once(make_stack: Mak
     stack.slack.fail_next("response_url", count=1, status=429, retry_after=1)
     stack.slack.fail_next("response_url", count=1, status=500, error="internal_error")
     assert send(stack, command_body(stack, "status"))[0] == 200
-    [answer] = wait_answers(stack, 1, timeout=30)
+    [answer] = wait_answers(stack, 0, 1, timeout=30)
     assert "Track 1: *hello-endpoint*" in answer.text
     assert no_more_answers(stack, 1)
 

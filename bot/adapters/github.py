@@ -271,21 +271,13 @@ class GitHubRepo:
 
         return self._call(f"open a PR from {head}", create)
 
-    def update_pull(self, number: int, title: str, body: str) -> PullRef:
-        """Replace an existing PR's title and body (a re-run of the same track)."""
+    def update_pull(self, number: int, title: str, body: str, draft: bool) -> PullRef:
+        """Replace an existing PR's title and body, and make it a draft or ready for review (a re-run of
+        the same track). REST cannot change the draft state: GitHub's GraphQL mutations do."""
 
         def update(repo: Any) -> PullRef:
             pr = repo.get_pull(number)
             pr.edit(title=title, body=body)
-            return _pull_ref(pr)
-
-        return self._call(f"update PR #{number}", update)
-
-    def set_draft(self, number: int, draft: bool) -> PullRef:
-        """Make a PR a draft, or ready for review. REST cannot: GitHub's GraphQL mutations do it."""
-
-        def change(repo: Any) -> PullRef:
-            pr = repo.get_pull(number)
             if bool(pr.draft) != draft:
                 if draft:
                     pr.convert_to_draft()
@@ -293,7 +285,7 @@ class GitHubRepo:
                     pr.mark_ready_for_review()
             return _pull_ref(pr)
 
-        return self._call(f"mark PR #{number} {'a draft' if draft else 'ready for review'}", change)
+        return self._call(f"update PR #{number}", update)
 
     def get_pull(self, number: int) -> PullRef:
         """A PR by number."""

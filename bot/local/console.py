@@ -180,9 +180,22 @@ class LocalStack:
         self.server, self.bot_url = serve_in_thread(TrackbotApp(self.services))
         self.github.webhook_url = self.bot_url + "/github/webhook"
         self.signing_secret = tokens["signing"]
+        self.worker = self.spawn_worker()
+        self.say(
+            f"trackbot is up: Slack twin {self.slack.api_url}, GitHub twin {self.github.api_url} "
+            f"({full_name} over {self.repo}), bot {self.bot_url}, Redis {redis_url}"
+        )
+        self.say(f"you are @{self.user} (maintainer); :help lists the console commands")
+
+    def spawn_worker(self, log_name: str = "worker.log") -> subprocess.Popen[bytes]:
+        """A `trackbot worker` process on this stack's settings and Redis, logging to `log_name` in the
+        work dir (the stack stops only its own `worker`; whoever spawns another stops it)."""
+        assert self.services is not None
+        settings, embedded = self.services.settings, self.services.embedded_redis
+        redis_url = settings.redis_url or (embedded.url if embedded else None)
         env = {**os.environ, **settings_environment(settings), "REDIS_URL": str(redis_url)}
-        log = open(self.work_dir / "worker.log", "ab")  # noqa: SIM115 - lives as long as the worker
-        self.worker = subprocess.Popen(
+        log = open(self.work_dir / log_name, "ab")  # noqa: SIM115 - lives as long as the worker
+        return subprocess.Popen(
             [sys.executable, "-m", "bot.cli", "worker"],
             preexec_fn=_die_with_parent,
             env=env,
@@ -190,11 +203,6 @@ class LocalStack:
             stderr=subprocess.STDOUT,
             cwd=self.work_dir,
         )
-        self.say(
-            f"trackbot is up: Slack twin {self.slack.api_url}, GitHub twin {self.github.api_url} "
-            f"({full_name} over {self.repo}), bot {self.bot_url}, Redis {redis_url}"
-        )
-        self.say(f"you are @{self.user} (maintainer); :help lists the console commands")
 
     def stop(self) -> None:
         """Shut down everything this stack started, in reverse order."""

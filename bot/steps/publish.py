@@ -44,10 +44,9 @@ def pull_request(ctx: RunContext) -> StepResult:
     base = ctx.settings.base_branch
     existing = ctx.github.find_open_pull(run.branch, base)
     if existing is not None:
-        pr = ctx.github.update_pull(existing.number, title, body)
+        pr = ctx.github.update_pull(existing.number, title, body, run.draft)
         verb, draft = "updated", " (a draft)" if run.draft else ""
-        if pr.draft != run.draft:  # a re-run whose gates now pass (or now fail)
-            pr = ctx.github.set_draft(existing.number, run.draft)
+        if existing.draft != run.draft:  # a re-run whose gates now pass (or now fail)
             draft = ", a draft again" if run.draft else ", now ready for review"
     else:
         pr = ctx.github.open_pull(run.branch, base, title, body, run.draft)
