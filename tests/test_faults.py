@@ -35,6 +35,7 @@ from bot.outbox import Outbox, classify
 from bot.reaper import reap
 from bot.retry import NotRetryable, RepositoryBusy, retry_run
 from bot.runs import Run, RunState
+from handlers.slack_work import LISTENING_KEY
 
 MakeStack = Callable[..., LocalStack]
 T = TypeVar("T")
@@ -77,6 +78,16 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def no_worker(stack: LocalStack) -> None:
+    """Stop the stack's only worker. Its mark that it answers Slack work would expire LISTENING_TTL_S
+    later (until then the web app queues commands for the workers): it is dropped now, so the web
+    app answers them itself."""
+    assert stack.worker is not None
+    stack.worker.send_signal(signal.SIGTERM)
+    stack.worker.wait(timeout=30)
+    services(stack).redis.delete(LISTENING_KEY)
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, every: float = 0.05) -> T:
@@ -356,9 +367,7 @@ def test_cancelling_a_queued_run_removes_its_job_and_frees_the_repository(
     fast: None, make_stack: MakeStack, workers: Callable[[LocalStack], subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     stack = make_stack(agent=quick_agent(tmp_path))
-    assert stack.worker is not None
-    stack.worker.send_signal(signal.SIGTERM)  # no worker: runs stay queued
-    stack.worker.wait(timeout=30)
+    no_worker(stack)  # runs stay queued
     svc = services(stack)
     run = queue_run(stack)
     assert svc.queue.job_ids == [run.id]
@@ -395,9 +404,7 @@ def test_the_reaper_abandons_a_queued_run_whose_job_vanished_but_not_a_fresh_one
     fast: None, make_stack: MakeStack, tmp_path: Path
 ) -> None:
     stack = make_stack(agent=quick_agent(tmp_path))
-    assert stack.worker is not None
-    stack.worker.send_signal(signal.SIGTERM)
-    stack.worker.wait(timeout=30)
+    no_worker(stack)
     svc = services(stack)
     run = queue_run(stack)
     Job.fetch(run.id, connection=svc.redis).delete()  # its job is lost (a flushed queue, say)
@@ -439,9 +446,7 @@ def test_a_queued_run_survives_a_redis_restart_and_a_worker_runs_it(
     tmp_path: Path,
 ) -> None:
     stack = own_redis_stack(make_stack, monkeypatch, quick_agent(tmp_path))
-    assert stack.worker is not None
-    stack.worker.send_signal(signal.SIGTERM)
-    stack.worker.wait(timeout=30)
+    no_worker(stack)
     run = queue_run(stack)
     svc = services(stack)
     restart_redis(stack)

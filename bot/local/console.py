@@ -181,11 +181,28 @@ class LocalStack:
         self.github.webhook_url = self.bot_url + "/github/webhook"
         self.signing_secret = tokens["signing"]
         self.worker = self.spawn_worker()
+        self._wait_worker_ready()
         self.say(
             f"trackbot is up: Slack twin {self.slack.api_url}, GitHub twin {self.github.api_url} "
             f"({full_name} over {self.repo}), bot {self.bot_url}, Redis {redis_url}"
         )
         self.say(f"you are @{self.user} (maintainer); :help lists the console commands")
+
+    def _wait_worker_ready(self, timeout: float = 60.0) -> None:
+        """Until the worker has registered with RQ and answers Slack work: a command typed at once must
+        not be told that no worker is running, nor be answered by the web app in its stead."""
+        from bot.metrics import worker_beats
+        from handlers.slack_work import LISTENING_KEY
+
+        assert self.services is not None and self.worker is not None
+        redis, queue = self.services.redis, self.services.queue
+        deadline = time.monotonic() + timeout
+        while not (worker_beats(redis, queue) and redis.exists(LISTENING_KEY)):
+            if self.worker.poll() is not None:
+                raise ConsoleError(f"the worker exited ({self.worker.returncode}); see {self.work_dir}/worker.log")
+            if time.monotonic() > deadline:
+                raise ConsoleError(f"the worker did not start within {timeout:.0f}s; see {self.work_dir}/worker.log")
+            time.sleep(0.05)
 
     def spawn_worker(self, log_name: str = "worker.log") -> subprocess.Popen[bytes]:
         """A `trackbot worker` process on this stack's settings and Redis, logging to `log_name` in the
