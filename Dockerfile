@@ -2,14 +2,16 @@
 # `trackbot worker` (override the command; the health check below serves both).
 FROM python:3.12-slim
 
-# git for the worker's clones and pushes; tini as PID 1, so the agents' orphaned children are
+# git for the worker's clones and pushes; bubblewrap and socat for the sandbox the agent and the
+# gates run in (the container must allow user namespaces: see the README's Threat model); tini as PID 1, so the agents' orphaned children are
 # reaped and SIGTERM reaches trackbot; Node.js for the Codex CLI (the default agent).
 # EXTRA_APT_PACKAGES adds what your tracks' gates need, e.g. "golang-go" for gofmt and go test
 # (a gate whose tool is missing is reported as "not run", never as passed).
 ARG CODEX_VERSION=latest
 ARG EXTRA_APT_PACKAGES=""
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git ca-certificates tini nodejs npm ${EXTRA_APT_PACKAGES} \
+ && apt-get install -y --no-install-recommends git ca-certificates tini nodejs npm \
+      bubblewrap socat ${EXTRA_APT_PACKAGES} \
  && npm install -g "@openai/codex@${CODEX_VERSION}" \
  && npm cache clean --force \
  && apt-get clean && rm -rf /var/lib/apt/lists/*

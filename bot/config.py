@@ -21,7 +21,9 @@ SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 SLACK_GROUP_RE = re.compile(r"^S[A-Z0-9]{2,}$")
 CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
-DEFAULT_AGENT_COMMAND = "codex exec --json --sandbox workspace-write -C {worktree} -"
+DEFAULT_AGENT_COMMAND = "codex exec --json --sandbox workspace-write --skip-git-repo-check -C {worktree} -"
+# What Codex needs to reach: the API (an API key) or ChatGPT's backend (a login).
+DEFAULT_AGENT_EGRESS = ("api.openai.com:443", "chatgpt.com:443", "auth.openai.com:443")
 
 # What each setting should look like, shown when it is missing or malformed.
 SETTING_HINTS: dict[str, tuple[str, str]] = {
@@ -63,6 +65,18 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
         "seconds between GitHub writes (GitHub asks for 1)",
     ),
     "agent_env_passthrough": ("TRACKBOT_AGENT_ENV", "comma-separated variable names the agent may see"),
+    "sandbox": (
+        "TRACKBOT_SANDBOX",
+        "bwrap (the default: the agent and the gates run in a bubblewrap sandbox) or off (unconfined)",
+    ),
+    "agent_egress": (
+        "TRACKBOT_AGENT_EGRESS",
+        "comma-separated host:port the agent may reach, e.g. api.openai.com:443 (empty: no network)",
+    ),
+    "sandbox_read_only": (
+        "TRACKBOT_SANDBOX_READ_ONLY",
+        "comma-separated absolute paths the sandbox also shows read-only (an interpreter, the agent's install)",
+    ),
     # -- roles (bot/roles.py) and the merge poller (bot/poller.py) --
     "maintainer_groups": (
         "TRACKBOT_MAINTAINER_GROUPS",
@@ -242,6 +256,18 @@ class Settings(BaseSettings):
         default_factory=lambda: ["OPENAI_API_KEY", "CODEX_HOME"],
         validation_alias=AliasChoices("TRACKBOT_AGENT_ENV", "agent_env_passthrough"),
     )
+    # -- the sandbox (bot/adapters/sandbox.py, bot/steps/confined.py) --------------------------------
+    sandbox: Literal["bwrap", "off"] = Field(
+        default="bwrap", validation_alias=AliasChoices("TRACKBOT_SANDBOX", "sandbox")
+    )
+    agent_egress: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_AGENT_EGRESS),
+        validation_alias=AliasChoices("TRACKBOT_AGENT_EGRESS", "agent_egress"),
+    )
+    sandbox_read_only: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("TRACKBOT_SANDBOX_READ_ONLY", "sandbox_read_only"),
+    )
     work_dir: Path = Field(default=Path(".trackbot"), validation_alias=AliasChoices("TRACKBOT_WORK_DIR", "work_dir"))
     github_write_interval_s: float = Field(
         default=1.0,
@@ -404,10 +430,28 @@ class Settings(BaseSettings):
             return self.github_app_private_key_path.read_text()
         return None
 
-    @field_validator("maintainers", "runners", "agent_env_passthrough", mode="before")
+    @field_validator("maintainers", "runners", "agent_env_passthrough", "agent_egress", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("agent_egress")
+    @classmethod
+    def _egress_entries(cls, value: list[str]) -> list[str]:
+        from bot.adapters.egress import Destination
+
+        for entry in value:
+            Destination.parse(entry)  # a ValueError names the entry
+        return value
+
+    @field_validator("sandbox_read_only", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        paths = _split_csv(value)
+        for path in paths if isinstance(paths, list) else []:
+            if not str(path).startswith("/"):
+                raise ValueError(f"{path!r} is not an absolute path")
+        return paths
 
     @field_validator("maintainers", "runners")
     @classmethod

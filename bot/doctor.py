@@ -34,6 +34,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.adapters.agent import AgentCommandError, agent_argv
 from bot.adapters.github import GitHubAuth, GitHubError, GitHubRepo
+from bot.adapters.sandbox import probe as sandbox_probe
 from bot.config import ConfigError, Settings, load_settings
 from bot.knob import KnobError, parse_knob
 from bot.metrics import worker_beats
@@ -44,7 +45,7 @@ from bot.rules import DEFAULT_RULES
 REQUIRED_SLACK_SCOPES: tuple[str, ...] = ("commands", "chat:write")
 # What a GitHub App installation must grant (README: GitHub permissions). Write includes read.
 REQUIRED_APP_PERMISSIONS: dict[str, str] = {"contents": "write", "pull_requests": "write", "metadata": "read"}
-CHECKS = ("settings", "redis", "workers", "slack", "github", "agent")
+CHECKS = ("settings", "redis", "workers", "slack", "github", "agent", "sandbox")
 TIMEOUT_S = 10
 
 
@@ -301,6 +302,22 @@ def check_agent(settings: Settings) -> Check:
     return Check("agent", True, f"{program} is {found}")
 
 
+def check_sandbox(settings: Settings) -> Check:
+    """A sandbox can be made here for the agent and the gates (or the operator turned it off)."""
+    if settings.sandbox == "off":
+        return Check(
+            "sandbox",
+            True,
+            "OFF (TRACKBOT_SANDBOX=off): the agent and the gates run UNCONFINED, with this worker's files, "
+            "secrets and network; every report says so",
+        )
+    reason = sandbox_probe()
+    if reason is not None:
+        return Check("sandbox", False, reason, "until then every run STOPs before the agent")
+    egress = ", ".join(settings.agent_egress) or "none"
+    return Check("sandbox", True, f"bubblewrap confines the agent and the gates; the agent may reach: {egress}")
+
+
 # -- trackbot doctor ----------------------------------------------------------------------------
 
 
@@ -349,6 +366,8 @@ def run_doctor(out: TextIO, only: set[str] | None = None, settings: Settings | N
         report(_github_checks(settings))
     if "agent" in wanted:
         report([check_agent(settings)])
+    if "sandbox" in wanted:
+        report([check_sandbox(settings)])
     if redis is not None:
         redis.close()
     failed = [c for c in checks if not c.ok]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.rules import Rules
-from bot.runs import DocGateCheck, GateResult, GateStatus, GuardrailConflict, Outcome, Run, RunState
+from bot.runs import UNCONFINED_WARNING, DocGateCheck, GateResult, GateStatus, GuardrailConflict, Outcome, Run, RunState
 
 STEP_TITLES: dict[str, str] = {
     "preflight": "Preflight: fresh branch from origin/main",
@@ -268,6 +268,8 @@ def _warnings_head(run: Run, quote: str, bold: str) -> list[str]:
         head.append(
             f"{quote}{bold}Invariants{bold}: {len(run.invariant_hits)} added line(s) break an invariant: {where}{more}"
         )
+    if run.unconfined:
+        head.append(f"{quote}{bold}Unconfined{bold}: {UNCONFINED_WARNING}")
     return head
 
 

@@ -12,6 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+# What a report says when the operator turned the sandbox off.
+UNCONFINED_WARNING = (
+    "the agent and the gates ran UNCONFINED (TRACKBOT_SANDBOX=off): they could read this worker's "
+    "files and secrets and reach its network"
+)
 
 class RunState(StrEnum):
     """Where a run is in its life; `/track status` shows these."""
@@ -160,6 +165,7 @@ class Run(BaseModel):
     pr_url: str | None = None
     draft: bool = False
     agent_summary: str = ""
+    unconfined: bool = False  # the agent or a gate ran without the sandbox (TRACKBOT_SANDBOX=off)
     stop_reason: str | None = None
     cancelled_by: str | None = None
     retry_of: str | None = None  # the run this one retries

@@ -40,3 +40,20 @@ ensure_venv() {
     echo "$want" > "$stamp"
   fi
 }
+
+ensure_sandbox_tools() {
+  # The sandbox the agent and the gates run in: bubblewrap, and socat for the agent's egress proxy.
+  # Installed with apt when we may (root on Debian/Ubuntu); elsewhere the sandbox tests say why they skip.
+  command -v bwrap >/dev/null 2>&1 && command -v socat >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing bubblewrap and socat (the agent's sandbox) ..." >&2
+    if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap socat; } \
+         > .venv/apt.log 2>&1; then
+      cat .venv/apt.log >&2
+      echo "installing bubblewrap and socat failed (log above)" >&2
+      return 1
+    fi
+  else
+    echo "note: bubblewrap or socat is missing; install them (apt-get install bubblewrap socat) to run the sandbox tests" >&2
+  fi
+}

@@ -48,14 +48,27 @@ def agent_script(tmp_path: Path, body: str, name: str = "agent.py") -> str:
     return f"{shlex.quote(sys.executable)} {shlex.quote(str(path))}"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "unconfined: the test's agent or fake tools record what they saw in files on the host, so its "
+        "stacks run with TRACKBOT_SANDBOX=off (the sandbox itself is tested in test_hostile_agent.py)",
+    )
+
+
 @pytest.fixture
-def make_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., LocalStack]]:
+def make_stack(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., LocalStack]]:
     """Start the whole local stack (twins, bot HTTP app, a real worker process) on demand."""
     monkeypatch.setenv("REDIS_URL", redis_url)
     stacks: list[LocalStack] = []
+    unconfined = request.node.get_closest_marker("unconfined") is not None
 
     def start(repo: Path | None = None, agent: str | None = None, **settings: Any) -> LocalStack:
         """`settings`: Settings fields for every process of the stack (the web app and the worker)."""
+        if unconfined:
+            settings.setdefault("sandbox", "off")
         Redis.from_url(redis_url).flushdb()
         stack = LocalStack(
             io.StringIO(), repo=repo, agent=agent, work_dir=tmp_path / f"stack{len(stacks)}", settings=settings

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from redis import Redis
 
 from bot.config import Settings
-from bot.local.console import USERS, settings_environment
+from bot.local.console import PYTHON_PATHS, USERS, settings_environment
 from bot.local.github_api import GitHubTwin
 from bot.local.sample import create_sample_repo
 from bot.local.slack_api import SlackMessage, SlackTwin
@@ -80,6 +80,7 @@ class Stack:
     workers: int = 1
     app: AppKey | None = None
     token_ttl_s: int = 3600
+    sandbox: str = "bwrap"  # "off" for agents that record what they saw on the host
     repos: list[Repo] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     slack: SlackTwin | None = None
@@ -142,6 +143,8 @@ class Stack:
             agent_command=self.agent,
             work_dir=self.work_dir / "web",
             github_write_interval_s=0,
+            sandbox=self.sandbox,
+            sandbox_read_only=PYTHON_PATHS,
             **credentials,
         )
         self.services = Services(settings=settings, redis=Redis.from_url(self.redis_url))

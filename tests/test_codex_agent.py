@@ -24,6 +24,10 @@ from test_run import MakeStack, pulls, pushed_file, run_track
 from bot.config import DEFAULT_AGENT_COMMAND
 from bot.local.console import LocalStack
 
+# The sandbox hides the host from agents and gates; here the fake `codex` records what it saw
+# into a file on the host.
+pytestmark = pytest.mark.unconfined
+
 FAKE_CODEX = """\
 #!{python}
 import json, os, pathlib, sys, time
@@ -138,7 +142,9 @@ def test_the_default_codex_command_runs_with_its_events_as_progress_and_its_own_
 
     seen = codex.seen()
     worktree = seen["cwd"]
-    assert seen["args"] == ["exec", "--json", "--sandbox", "workspace-write", "-C", worktree, "-"]
+    assert seen["args"] == [
+        "exec", "--json", "--sandbox", "workspace-write", "--skip-git-repo-check", "-C", worktree, "-"
+    ]  # fmt: skip
     assert "Track 1 (hello-endpoint)" in seen["prompt"]
     # A CODEX_HOME of its own: the operator's login and config, none of its history; gone after the run.
     assert seen["codex_home"] and Path(seen["codex_home"]) != operator_home
@@ -161,7 +167,7 @@ def test_the_default_codex_command_runs_with_its_events_as_progress_and_its_own_
     summary = body.split("### Agent's summary", 1)[1].split("###", 1)[0]
     assert "Added scripts/hello.sh and app/hello.txt; bash scripts/hello.sh prints the greeting." in summary
     assert '"type"' not in summary
-    assert "`codex exec --json --sandbox workspace-write -C" in body and "→ exit 0" in body
+    assert "`codex exec --json --sandbox workspace-write --skip-git-repo-check -C" in body and "→ exit 0" in body
     assert pushed_file(stack, "app/hello.txt") == "hello\n"
 
 

@@ -71,6 +71,7 @@ def test_doctor_passes_every_check_against_the_local_stack(make_stack: MakeStack
         f"github {repo}",
         f"github {repo} push",
         "agent",
+        "sandbox",
     ], done.stdout
     assert all(line.startswith("ok ") for line in checks.values()), done.stdout
     assert "appendonly yes, maxmemory-policy noeviction" in checks["redis"]
@@ -80,7 +81,7 @@ def test_doctor_passes_every_check_against_the_local_stack(make_stack: MakeStack
     assert "NEXT_TRACK = 1" in checks[f"github {repo}"]
     assert "may push and open pull requests" in checks[f"github {repo} push"]
     assert sys.executable in checks["agent"]
-    assert done.stdout.rstrip().endswith("all 8 checks passed")
+    assert done.stdout.rstrip().endswith("all 9 checks passed")
 
 
 def test_doctor_fails_with_what_to_do_for_a_bad_token_no_agent_and_no_redis(
@@ -111,7 +112,7 @@ def test_doctor_fails_with_what_to_do_for_a_bad_token_no_agent_and_no_redis(
         "`trackbot worker` runs, or set TRACKBOT_AGENT_COMMAND"
     )
     assert bad_token not in done.stdout + done.stderr
-    assert done.stdout.rstrip().endswith("4 of 7 checks failed")
+    assert done.stdout.rstrip().endswith("4 of 8 checks failed")
 
 
 def test_doctor_names_missing_slack_scopes_and_a_token_that_may_not_push(

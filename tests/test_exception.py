@@ -17,6 +17,9 @@ from bot.local.console import LocalStack
 from bot.local.slack_api import SlackMessage
 from bot.runs import Run, RunState
 
+# The sandbox hides the host from agents and gates; here the agent counts its calls in a file on the host.
+pytestmark = pytest.mark.unconfined
+
 DOC_ALLOWING_THE_SPEC = track_doc("- `test -s app/hello.txt`\n", allowed="- `app/`\n- `docs/api/openapi.yaml`\n")
 SPEC_AGENT = """\
 calls = pathlib.Path({calls!r})

@@ -97,7 +97,7 @@ def test_git_pushes_with_a_current_installation_token(twin: GitHubTwin, app_key:
     auth = app_auth(twin, app_key)
     url = "https://github.example/acme/widgets.git"
     clone = TrackClone(tmp_path / "clone", url, token=auth.token)
-    (tmp_path / "clone").mkdir()
+    clone.path.mkdir(parents=True)
 
     def header_token() -> str:
         # The token reaches git only through GIT_CONFIG_* variables: `git config` shows what git would send.
@@ -114,7 +114,7 @@ def test_git_pushes_with_a_current_installation_token(twin: GitHubTwin, app_key:
     time.sleep(3.2)
     second = header_token()
     assert second != first and second == twin.installation_tokens[-1]
-    assert not (tmp_path / "clone" / ".git").exists()  # nothing was written anywhere
+    assert list((tmp_path / "clone").rglob("*")) == [clone.path]  # nothing was written anywhere
 
 
 # == a whole run as a GitHub App ==============================================================

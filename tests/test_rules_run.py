@@ -12,6 +12,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+import pytest
 from test_run import (
     BRANCH,
     DOC,
@@ -286,6 +287,7 @@ put("scripts/check.sh", "exit 0\\n" if count > 1 else "echo 'red on the first ta
 """
 
 
+@pytest.mark.unconfined  # the agent counts its runs in a file on the host
 def test_a_retry_after_the_pr_could_not_be_opened_replaces_the_pushed_branch(
     make_stack: MakeStack, tmp_path: Path
 ) -> None:
@@ -312,6 +314,7 @@ def test_a_retry_after_the_pr_could_not_be_opened_replaces_the_pushed_branch(
     assert push and f"--force-with-lease=refs/heads/{BRANCH}:{first_sha}" in push[0]
 
 
+@pytest.mark.unconfined  # the agent counts its runs in a file on the host
 def test_a_new_run_after_a_gate_failed_draft_updates_that_pr(make_stack: MakeStack, tmp_path: Path) -> None:
     stack = make_stack(agent=agent(tmp_path, COUNTED.format(count=str(tmp_path / "count"))))
     run_track(stack)

@@ -300,11 +300,14 @@ def test_run_stops_when_the_agent_changed_nothing(make_stack: MakeStack, tmp_pat
 
 
 def test_run_folds_the_agents_own_commits_into_one(make_stack: MakeStack, tmp_path: Path) -> None:
+    # The agent never sees trackbot's git: one that wants to commit makes a repository of its own in
+    # the tree; trackbot removes it and keeps the files.
     stack = make_stack(
         agent=agent(
             tmp_path,
             """\
         ident = ["-c", "user.name=Agent", "-c", "user.email=agent@example.com", "-c", "commit.gpgsign=false"]
+        subprocess.run(["git", "init", "-q"], check=True)
         put("app/one.txt", "1\\n")
         subprocess.run("git add -A", shell=True, check=True)
         subprocess.run(["git", *ident, "commit", "-q", "-m", "wip: one"], check=True)

@@ -59,12 +59,14 @@ def overlap(x: dict[str, float], y: dict[str, float]) -> bool:
 def test_three_workers_two_repositories(tmp_path: Path, redis_url: str) -> None:
     timeline = tmp_path / "timeline.jsonl"
     script = agent_script(tmp_path, AGENT)
+    # The agents write a shared timeline on the host: unconfined (the sandbox: test_hostile_agent.py).
     stack = Stack(
         tmp_path / "stack",
         redis_url,
         f"{script} {timeline} {{worktree}}",
         channels={CHANNEL_A: A, CHANNEL_B: B},
         workers=3,
+        sandbox="off",
     )
     try:
         stack.start()
@@ -106,9 +108,9 @@ def test_three_workers_two_repositories(tmp_path: Path, redis_url: str) -> None:
         workers_used = set()
         for record in records:
             worktree = Path(record["worktree"])
-            repo = next(r for r in (A, B) if worktree.name == clone_dir(Path("."), r).name)
+            repo = next(r for r in (A, B) if worktree.parent.name == clone_dir(Path("."), r).name)
             by_repo[repo].append(record)
-            workers_used.add(worktree.parent.parent.name)  # .../stack/workerN/clones/<repo>
+            workers_used.add(worktree.parents[2].name)  # .../stack/workerN/clones/<repo>/tree
         # Every run's agent ran exactly once: three tracks per repository, in order.
         for repo in (A, B):
             assert [r["track"] for r in by_repo[repo]] == [1, 2, 3], by_repo[repo]
@@ -120,7 +122,7 @@ def test_three_workers_two_repositories(tmp_path: Path, redis_url: str) -> None:
         # Runs of different repositories do: each round's two ran side by side, on different workers.
         for a, b in zip(by_repo[A], by_repo[B], strict=True):
             assert overlap(a, b), (a, b)
-            assert Path(a["worktree"]).parents[1] != Path(b["worktree"]).parents[1]
+            assert Path(a["worktree"]).parents[2] != Path(b["worktree"]).parents[2]
         assert len(workers_used) >= 2 and workers_used <= {"worker0", "worker1", "worker2"}
 
         # Every run finished exactly once, as RQ and the store see it.

@@ -1,4 +1,4 @@
-"""The coding agent as a subprocess: the configured command, in the work tree, prompt on stdin.
+"""The coding agent's command line and environment (it runs in the sandbox: bot.steps.sandbox).
 
 The agent sees an allowlisted environment: never trackbot's tokens, secrets or Redis URL.
 """
@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-
-from bot.adapters.process import ProcessResult, run_process
 
 # What any program needs to run; everything else must be asked for by name.
 BASE_ENV_ALLOWLIST = (
@@ -26,6 +24,9 @@ BASE_ENV_ALLOWLIST = (
     "SHELL",
     "TZ",
 )
+
+
+AGENT_TAIL_LINES = 60
 
 
 class AgentCommandError(ValueError):
@@ -62,26 +63,3 @@ def agent_environment(
             env[name] = value
     env.update(track_vars)
     return env
-
-
-def run_agent(
-    command: str,
-    worktree: Path,
-    prompt: str,
-    env: Mapping[str, str],
-    timeout_s: float,
-    on_line: Callable[[str], None] | None = None,
-    idle_timeout_s: float | None = None,
-) -> ProcessResult:
-    """Run the agent in `worktree` with `prompt` on stdin (then closed) until it exits or times out
-    (or, with `idle_timeout_s`, prints nothing for that long)."""
-    return run_process(
-        agent_argv(command, worktree),
-        worktree,
-        env,
-        timeout_s,
-        stdin_text=prompt,
-        on_line=on_line,
-        tail_lines=60,
-        idle_timeout_s=idle_timeout_s,
-    )

@@ -1,8 +1,12 @@
 """The git CLI: the cached clone of a repository, the track branch, the one commit, the push.
 
-trackbot's own git never reads the user's or the system's git config, never runs hooks (the agent
-can write into `.git/`), and authenticates pushes through environment-only config so no token
-lands in a remote URL, `.git/config` or a log.
+The clone's git directory is kept apart from its work tree (`<clone>/git` and `<clone>/tree`):
+the agent and the gates are given the tree alone, so nothing they do reaches trackbot's git.
+trackbot's git names both explicitly (GIT_DIR, GIT_WORK_TREE) and switches off everything a tree
+could smuggle in: the user's and system's config, hooks, fsmonitor, replace objects, attributes
+(`info/attributes` overrides any `.gitattributes`: no filter, eol, ident or encoding turns what is
+in the tree into something else in the commit), external diff and textconv. Pushes authenticate
+through environment-only config so no token lands in a remote URL, the git config or a log.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from bot.adapters.process import ProcessResult, run_process
+from bot.guardrails import SYMLINK_MODE, TreeEntry
 from bot.runs import ChangedFile, CommandRecord
 
 GIT_TIMEOUT_S = 600
@@ -54,19 +59,39 @@ def git_env(token: str | None = None, url: str | None = None) -> dict[str, str]:
         "GIT_AUTHOR_EMAIL": BOT_EMAIL,
         "GIT_COMMITTER_NAME": BOT_NAME,
         "GIT_COMMITTER_EMAIL": BOT_EMAIL,
-        "GIT_CONFIG_COUNT": "2",
-        "GIT_CONFIG_KEY_0": "core.hooksPath",
-        "GIT_CONFIG_VALUE_0": os.devnull,
-        "GIT_CONFIG_KEY_1": "core.fsmonitor",
-        "GIT_CONFIG_VALUE_1": "false",
+        "GIT_NO_REPLACE_OBJECTS": "1",
+        "GIT_ATTR_NOSYSTEM": "1",
     }
+    config = dict(SAFE_CONFIG)
     if token and url and url.startswith(("http://", "https://")):
         parts = urlsplit(url)
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-        env["GIT_CONFIG_COUNT"] = "3"
-        env["GIT_CONFIG_KEY_2"] = f"http.{parts.scheme}://{parts.netloc}/.extraHeader"
-        env["GIT_CONFIG_VALUE_2"] = f"Authorization: Basic {basic}"
+        config[f"http.{parts.scheme}://{parts.netloc}/.extraHeader"] = f"Authorization: Basic {basic}"
+    env["GIT_CONFIG_COUNT"] = str(len(config))
+    for i, (key, value) in enumerate(config.items()):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
     return env
+
+
+# Config that wins over anything in a repository's config (GIT_CONFIG_* is read last).
+SAFE_CONFIG = {
+    "core.hooksPath": os.devnull,
+    "core.fsmonitor": "false",
+    "core.attributesFile": os.devnull,
+    "core.autocrlf": "false",
+    "core.safecrlf": "false",
+    "core.symlinks": "true",
+    "core.untrackedCache": "false",
+    "core.sparseCheckout": "false",
+    "diff.external": "",
+    "protocol.file.allow": "always",
+    "submodule.recurse": "false",
+}
+# Written into the git dir's info/attributes, which outranks every `.gitattributes` in the tree:
+# the commit holds the tree's bytes exactly, and whether a file diffs as binary is git's own call
+# (`!diff`: the tree's `-diff` is ignored; the invariants read every diff with --text anyway).
+NEUTRAL_ATTRIBUTES = "* -text -eol -filter -ident -working-tree-encoding -export-subst !diff !merge\n"
 
 
 class TrackClone:
@@ -76,8 +101,10 @@ class TrackClone:
     one run at a time uses it.
     """
 
-    def __init__(self, path: Path, url: str, base: str = "main", token: str | Callable[[], str] | None = None) -> None:
-        self.path = path
+    def __init__(self, root: Path, url: str, base: str = "main", token: str | Callable[[], str] | None = None) -> None:
+        self.root = root
+        self.path = root / "tree"  # the work tree: all the agent and the gates get
+        self.git_dir = root / "git"  # trackbot's: never inside the tree, never in a sandbox
         self.url = url
         self.base = base
         # A callable token is asked before each git command: a GitHub App's installation token
@@ -85,11 +112,12 @@ class TrackClone:
         self._token = token if callable(token) else None
         self.env = git_env(token if isinstance(token, str) else None, url)
         self.records: list[CommandRecord] = []
-        self._saved_config: bytes | None = None
 
     def git(self, *args: str, doing: str | None = None, check: bool = True, cwd: Path | None = None) -> str:
         """Run one git command in the clone, record it, return its output."""
         env = self.env if self._token is None else git_env(self._token(), self.url)
+        if cwd is None:
+            env = {**env, "GIT_DIR": str(self.git_dir), "GIT_WORK_TREE": str(self.path)}
         result = run_process(["git", *args], cwd or self.path, env, GIT_TIMEOUT_S, tail_lines=100000)
         self.records.append(
             CommandRecord(command=result.command, exit_code=result.exit_code, duration_s=round(result.duration_s, 3))
@@ -110,7 +138,7 @@ class TrackClone:
         any more, stale `*.lock` files and an unfinished rebase are removed. A clone whose checkout
         still fails is cloned afresh. Returns the base commit's sha.
         """
-        if not (self.path / ".git").is_dir():
+        if not (self.git_dir / "HEAD").is_file():
             self._clone()
         else:
             self._unstick()
@@ -118,32 +146,49 @@ class TrackClone:
         try:
             self._reset_to_base(branch)
         except GitError:
-            if not (self.path / ".git").is_dir():
+            if not (self.git_dir / "HEAD").is_file():
                 raise
             self._clone()  # a clone git cannot even check out is not worth saving
             self._reset_to_base(branch)
-        self._saved_config = (self.path / ".git" / "config").read_bytes()
         return self.git("rev-parse", "HEAD").strip()
 
     def _clone(self) -> None:
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.root.exists():
+            shutil.rmtree(self.root)  # also a clone of the old layout (the git dir inside the tree)
+        self.root.mkdir(parents=True)
         self.git(
             "clone",
             "--quiet",
+            "--no-checkout",
             "--origin",
             "origin",
+            f"--separate-git-dir={self.git_dir}",
             self.url,
             str(self.path),
-            cwd=self.path.parent,
+            cwd=self.root,
             doing="git clone",
         )
+        (self.path / ".git").unlink()  # the pointer to the git dir: the tree must not name it
 
     def _reset_to_base(self, branch: str) -> None:
+        info = self.git_dir / "info"
+        info.mkdir(exist_ok=True)
+        (info / "attributes").write_text(NEUTRAL_ATTRIBUTES)
+        self._remove_tree_git()
         self.git("checkout", "--quiet", "-f", "-B", branch, f"origin/{self.base}", doing="git checkout")
         self.git("reset", "--quiet", "--hard", f"origin/{self.base}", doing="git reset")
         self.git("clean", "-ffdxq", doing="git clean")
+
+    def _remove_tree_git(self) -> bool:
+        """Remove a `.git` the tree holds at its root (git itself never tracks one); True if there was one."""
+        planted = self.path / ".git"
+        if planted.is_symlink() or planted.is_file():
+            planted.unlink()
+        elif planted.is_dir():
+            shutil.rmtree(planted)
+        else:
+            return False
+        return True
 
     def git_processes(self) -> list[psutil.Process]:
         """git processes working in this clone (a dead run's orphaned fetch, an agent's git...)."""
@@ -160,7 +205,7 @@ class TrackClone:
 
     def _unstick(self, wait_s: float = STALE_GIT_WAIT_S) -> None:
         """Remove what a git command killed mid-way leaves behind: `*.lock` files, rebase state."""
-        git_dir = self.path / ".git"
+        git_dir = self.git_dir
         locks = [*git_dir.glob("*.lock"), *(git_dir / "refs").rglob("*.lock")]
         unfinished = [git_dir / name for name in ("rebase-merge", "rebase-apply") if (git_dir / name).exists()]
         if not locks and not unfinished:
@@ -184,31 +229,26 @@ class TrackClone:
         return out or None
 
     def restore_after_agent(self, branch: str, base_sha: str) -> list[str]:
-        """Undo what the agent may have done to `.git` and fold its commits back into the work tree.
+        """Make sure trackbot's git reads the tree as the agent left it, from the base commit.
 
-        Returns notes on what was undone (for the report).
+        The agent never sees the git dir, so its branch, index and history are trackbot's alone; a
+        `.git` the agent made in the tree (its own repository, its commits) is removed, its files
+        kept. Returns notes for the report.
         """
         notes: list[str] = []
-        config = self.path / ".git" / "config"
-        if self._saved_config is not None and config.read_bytes() != self._saved_config:
-            config.write_bytes(self._saved_config)
-            notes.append("the agent changed .git/config; trackbot restored it")
-        head = self.git("symbolic-ref", "--quiet", "HEAD", check=False).strip()
-        if head != f"refs/heads/{branch}":
-            self.git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
-            notes.append(f"the agent left the branch ({head or 'detached HEAD'}); trackbot put it back")
-        current = self.git("rev-parse", "HEAD", check=False).strip()
-        if current != base_sha:
-            count = self.git("rev-list", "--count", f"{base_sha}..{current}", check=False).strip() or "?"
-            notes.append(f"the agent made {count} commit(s); trackbot folded them into one change")
-        # --mixed keeps every file as the agent left it; only the branch ref and index move back.
-        self.git("reset", "--quiet", "--mixed", base_sha, doing="git reset (fold agent commits)")
+        if self._remove_tree_git():
+            notes.append("the agent made a `.git` in the work tree; trackbot removed it and kept the files")
+        self.git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+        # --mixed keeps every file as the agent left it; only the index moves back to the base.
+        self.git("reset", "--quiet", "--mixed", base_sha, doing="git reset")
         return notes
 
     def changes(self, base_sha: str) -> list[ChangedFile]:
         """Stage everything in the work tree and list what differs from the base commit."""
         self.git("add", "--all", doing="git add")
-        out = self.git("diff", "--cached", "--name-status", "-z", "-M", base_sha, doing="git diff")
+        out = self.git(
+            "diff", "--cached", "--no-ext-diff", "--name-status", "-z", "-M", base_sha, doing="git diff"
+        )
         fields = out.split("\0")
         changes: list[ChangedFile] = []
         i = 0
@@ -221,6 +261,24 @@ class TrackClone:
                 changes.append(ChangedFile(status=status[0], path=fields[i + 1]))
                 i += 2
         return changes
+
+    def entries(self, base_sha: str) -> list[TreeEntry]:
+        """The files the staged change adds or modifies, with their modes and symlink targets."""
+        out = self.git(
+            "diff", "--cached", "--raw", "-z", "--no-renames", "--no-ext-diff", base_sha, doing="git diff --raw"
+        )
+        fields = out.split("\0")
+        found: list[TreeEntry] = []
+        for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+            parts = meta.lstrip(":").split()
+            if len(parts) < 5 or parts[4].startswith("D"):
+                continue
+            mode, sha = parts[1], parts[3]
+            target = None
+            if mode == SYMLINK_MODE:
+                target = self.git("cat-file", "blob", sha, doing="git cat-file (symlink)")
+            found.append(TreeEntry(path=path, mode=mode, link_target=target))
+        return found
 
     def snapshot(self) -> str:
         """Stage the work tree and return its tree sha: the change the commit will hold."""

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from pydantic import SecretStr
 
+from bot.adapters.sandbox import probe as sandbox_probe
 from bot.config import Settings
 from bot.local.github_api import GitHubTwin
 from bot.local.sample import create_sample_repo
@@ -35,7 +36,11 @@ from bot.services import Services, connect_redis
 
 USERS = {"alice": "U0ALICE", "bob": "U0BOB"}
 CHANNEL_ID, CHANNEL_NAME = "C0TRACKS", "tracks"
-SAMPLE_AGENT = f"{shlex.quote(sys.executable)} -m bot.local.sample_agent"
+# The sample agent by its file (it needs only the standard library): the sandbox shows the files
+# a command names, and the interpreter through TRACKBOT_SANDBOX_READ_ONLY.
+SAMPLE_AGENT = f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).with_name('sample_agent.py')))}"
+# What the sandbox must show for this Python to run a script (a venv and the Python it was made from).
+PYTHON_PATHS = sorted({Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()})
 TOUR = [
     "/track status",
     "/track run",
@@ -172,7 +177,15 @@ class LocalStack:
             "agent_command": self.agent,
             "work_dir": self.work_dir,
             "github_write_interval_s": 0,
+            "sandbox_read_only": PYTHON_PATHS,
         }
+        if "sandbox" not in self.overrides:
+            # The console's own sample agent may run unconfined where no sandbox can be made (a
+            # laptop, macOS); production never does without TRACKBOT_SANDBOX=off.
+            reason = sandbox_probe()
+            fields["sandbox"] = "bwrap" if reason is None else "off"
+            if reason is not None:
+                self.say(f"the sandbox is OFF: the sample agent runs unconfined on this machine ({reason})")
         settings = Settings(**{**fields, **self.overrides})
         redis, embedded = connect_redis(settings)
         self.services = Services(settings=settings, redis=redis, embedded_redis=embedded)
@@ -376,6 +389,9 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "TRACKBOT_GATE_TIMEOUT": str(settings.gate_timeout_s),
         "TRACKBOT_WORK_DIR": str(settings.work_dir),
         "TRACKBOT_AGENT_ENV": ",".join(settings.agent_env_passthrough),
+        "TRACKBOT_SANDBOX": settings.sandbox,
+        "TRACKBOT_AGENT_EGRESS": ",".join(settings.agent_egress),
+        "TRACKBOT_SANDBOX_READ_ONLY": ",".join(str(p) for p in settings.sandbox_read_only),
         "TRACKBOT_GITHUB_WRITE_INTERVAL": str(settings.github_write_interval_s),
         "TRACKBOT_HEARTBEAT_INTERVAL": str(settings.heartbeat_interval_s),
         "TRACKBOT_LEASE_TTL": str(settings.lease_ttl_s),

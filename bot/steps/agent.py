@@ -11,13 +11,14 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from bot.adapters.agent import AgentCommandError, agent_argv, agent_environment, run_agent
+from bot.adapters.agent import AGENT_TAIL_LINES, AgentCommandError, agent_argv, agent_environment
 from bot.adapters.codex import CodexEvents, is_codex, run_codex_home
 from bot.adapters.process import ProcessResult
 from bot.pipeline import RunContext
 from bot.prompt import build_prompt
 from bot.runs import CommandRecord, Outcome, StepResult
 from bot.steps.held import apply_held_change
+from bot.steps.sandbox import run_untrusted, sandbox_problem
 
 AGENT_COMMANDS_SHOWN = 20
 
@@ -69,19 +70,27 @@ def agent(ctx: RunContext) -> StepResult:
         if note:
             ctx.note(ctx.redact(note))
 
+    problem = sandbox_problem(ctx)
+    if problem is not None:
+        return StepResult(name="agent", outcome=Outcome.STOPPED, summary=problem)
     env = safe_environment(ctx)
     idle_s = settings.agent_idle_timeout_s or None
     with agent_home(codex) as home:
+        writable = []
         if home is not None:
             env["CODEX_HOME"] = str(home)
-        result = run_agent(
-            settings.agent_command,
-            ctx.clone.path,
-            prompt,
+            writable.append(home)
+        result, egress = run_untrusted(
+            ctx,
+            agent_argv(settings.agent_command, ctx.clone.path),
             env,
             settings.agent_timeout_s,
+            egress=settings.agent_egress,
+            stdin_text=prompt,
             on_line=on_line,
+            tail_lines=AGENT_TAIL_LINES,
             idle_timeout_s=idle_s,
+            writable=writable,
         )
     record = CommandRecord(
         command=ctx.redact(result.command), exit_code=result.exit_code, duration_s=round(result.duration_s, 3)
@@ -89,6 +98,8 @@ def agent(ctx: RunContext) -> StepResult:
     summary_text = events.final_message if events is not None and events.final_message else result.output_tail
     run.agent_summary = ctx.redact(summary_text)
     notes = ctx.clone.restore_after_agent(run.branch, ctx.base_sha)
+    if egress is not None and egress.refused:
+        notes.append("the sandbox refused the agent's connections to " + ", ".join(f"`{t}`" for t in egress.refused))
     if events is not None:
         shown = events.commands[-AGENT_COMMANDS_SHOWN:]
         notes += [

@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 import shutil
 
-from bot.adapters.process import run_process
 from bot.invariants import check_invariants
 from bot.pipeline import RunContext
 from bot.runs import CommandRecord, InvariantWarning, Outcome, StepResult
 from bot.steps.agent import safe_environment
 from bot.steps.guardrails import note_scope
 from bot.steps.held import diff_bytes
+from bot.steps.sandbox import run_untrusted
 
 INVARIANT_TEXT_LIMIT = 200
 
@@ -34,7 +34,8 @@ def format_go(ctx: RunContext) -> StepResult:
             f"gofmt is not installed: {len(files)} Go file(s) left unformatted",
         )
     else:
-        result = run_process(["gofmt", "-w", "--", *files], ctx.clone.path, safe_environment(ctx), 300)
+        # gofmt is trusted, the files are not (a symlink could point it outside the tree): sandboxed too.
+        result, _ = run_untrusted(ctx, ["gofmt", "-w", "--", *files], safe_environment(ctx), 300)
         commands.append(
             CommandRecord(
                 command=result.command,
@@ -51,9 +52,19 @@ def format_go(ctx: RunContext) -> StepResult:
         else:
             outcome, summary = Outcome.OK, f"gofmt -w on {len(files)} file(s)"
     # The commit holds exactly this tree: whatever the gates do afterwards cannot leak into it.
+    judged = {path for change in ctx.run.changed_files for path in change.paths()}
     ctx.tree_sha = ctx.clone.snapshot()
     ctx.run.changed_files = ctx.clone.changes(ctx.base_sha)
     note_scope(ctx)
+    moved = sorted({path for change in ctx.run.changed_files for path in change.paths()} - judged)
+    if moved:
+        # The guardrails judged one tree; only that tree may be committed.
+        return StepResult(
+            name="format",
+            outcome=Outcome.STOPPED,
+            summary="the change gained paths after the guardrails judged it: " + ", ".join(f"`{p}`" for p in moved),
+            commands=commands,
+        )
     details = check_added_lines(ctx)
     return StepResult(name="format", outcome=outcome, summary=summary, commands=commands, details=details)
 
@@ -63,7 +74,7 @@ def check_added_lines(ctx: RunContext) -> list[str]:
     invariants = ctx.repo_rules.invariants
     if not invariants:
         return []
-    diff = diff_bytes(ctx, "--cached", "--unified=0", "-M", ctx.base_sha).decode("utf-8", errors="replace")
+    diff = diff_bytes(ctx, "--cached", "--text", "--unified=0", "-M", ctx.base_sha).decode("utf-8", errors="replace")
     try:
         hits = check_invariants(diff, invariants)
     except re.error as error:

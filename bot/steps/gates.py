@@ -22,12 +22,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.adapters.process import run_process
 from bot.pipeline import RunContext
 from bot.repo_rules import BUILTIN_GATES, REPO_RULES_PATH
 from bot.runs import CommandRecord, DocGateCheck, GateResult, GateStatus, Outcome, StepResult
 from bot.steps.agent import safe_environment
 from bot.steps.format import changed_go_files
+from bot.steps.sandbox import run_untrusted, sandbox_problem
 from bot.trackdoc import ComposeGate, RequiredGate, TrackSpec
 
 COMPOSE_FILE_PATTERNS = ("docker-compose*.yml", "docker-compose*.yaml", "compose*.yml", "compose*.yaml")
@@ -210,7 +210,8 @@ class GateRunner:
         timeout = ctx.repo_rules.gate_timeout(gate.timeout_key, ctx.settings.gate_timeout_s)
         cwd = ctx.clone.path / gate.cwd if gate.cwd else ctx.clone.path
         ctx.note(f"gate: {ctx.redact(gate.command)}")
-        result = run_process(gate.argv, cwd, self.env, timeout)
+        # The repository's own code: in the sandbox, with no network.
+        result, _ = run_untrusted(ctx, gate.argv, self.env, timeout, cwd=cwd)
         tail = ctx.redact(result.output_tail)
         reason = f"timed out after {timeout}s" if result.timed_out else ""
         if result.missing:
@@ -273,6 +274,9 @@ def gates(ctx: RunContext) -> StepResult:
     """Run each gate; a failed gate does not halt the run (the PR becomes a draft) unless the
     repository says `on_failure = "stop"`."""
     run = ctx.run
+    problem = sandbox_problem(ctx)
+    if problem is not None:
+        return StepResult(name="gates", outcome=Outcome.STOPPED, summary=problem)
     runner = GateRunner(ctx)
     for gate in go_gates(ctx):
         runner.run(gate)

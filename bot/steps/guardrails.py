@@ -6,7 +6,7 @@ carries a granted guardrail exception lets exactly the granted paths through; an
 
 from __future__ import annotations
 
-from bot.guardrails import check_changes
+from bot.guardrails import check_changes, check_entries
 from bot.pipeline import RunContext
 from bot.runs import Outcome, StepResult
 from bot.steps.held import offer_exception
@@ -29,6 +29,15 @@ def guardrails(ctx: RunContext) -> StepResult:
             name="guardrails",
             outcome=Outcome.STOPPED,
             summary="the agent changed nothing, so there is nothing to commit",
+        )
+    smuggled = check_entries(ctx.clone.entries(ctx.base_sha), ctx.repo_rules.rules)
+    if smuggled:
+        # Never an exception: no doc can ask for these.
+        return StepResult(
+            name="guardrails",
+            outcome=Outcome.STOPPED,
+            summary="the change holds what trackbot never commits: " + ", ".join(f"`{v.path}`" for v in smuggled),
+            details=[f"`{v.path}`: {v.reason}" for v in smuggled],
         )
     violations = check_changes(run.changed_files, ctx.repo_rules.rules)
     granted = []
