@@ -18,6 +18,10 @@ three round trips per ack cost about twice the bare app's p99.
   itself, as Bolt would (a deployment with no worker still answers `/track status`).
 - An entry older than MAX_AGE_S is dropped and logged: its response_url has expired (Slack keeps
   one for 30 minutes), so there is nobody to answer.
+- Every entry carries an HMAC-SHA256 of its fields keyed with the server-side queue key
+  (`Settings.queue_key`: TRACKBOT_QUEUE_KEY, or derived from SLACK_SIGNING_SECRET). The worker answers
+  only entries whose HMAC is right; anything else in the stream (a forged command "from a
+  maintainer", say) is dropped and logged, never answered.
 
 The entry is the request as Slack sent it (raw body, content type), already verified by the web
 process; the worker's Bolt app replays it with Bolt's own lazy-only dispatch (the mechanism of
@@ -26,6 +30,8 @@ Bolt's AWS Lambda adapter), so the listener code is the same wherever it runs.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import socket
@@ -89,21 +95,26 @@ class SlackWork:
             body = json.dumps({k: v for k, v in request.body.items() if k != "token"})
         return cls(request.lazy_function_name, request.mode, body, request.content_type or "", time.time())
 
-    def fields(self) -> dict[str, str]:
-        """The stream entry."""
-        return {
+    def fields(self, key: bytes) -> dict[str, str]:
+        """The stream entry, signed with `key`."""
+        fields = {
             "function": self.function,
             "mode": self.mode,
             "body": self.body,
             "content_type": self.content_type,
             "queued_at": repr(self.queued_at),
         }
+        return {**fields, "mac": _mac(key, fields)}
 
     @classmethod
-    def from_fields(cls, fields: Mapping[bytes, bytes]) -> SlackWork:
-        """Read a stream entry back; ValueError when it is not one."""
+    def from_fields(cls, fields: Mapping[bytes, bytes], key: bytes) -> SlackWork:
+        """Read a stream entry back; ValueError when it is not one, ForgedWork when `key` did not sign it."""
         try:
             text = {k.decode(): v.decode() for k, v in fields.items()}
+            names = ("function", "mode", "body", "content_type", "queued_at")
+            signed = {name: text[name] for name in names}
+            if not hmac.compare_digest(text.get("mac", ""), _mac(key, signed)):
+                raise ForgedWork("missing" if "mac" not in text else "wrong")
             return cls(text["function"], text["mode"], text["body"], text["content_type"], float(text["queued_at"]))
         except (KeyError, UnicodeDecodeError) as error:
             raise ValueError(f"not a Slack work entry: {error}") from error
@@ -117,11 +128,21 @@ class SlackWork:
         return BoltRequest(body=body, headers=headers, mode=self.mode)
 
 
+class ForgedWork(ValueError):
+    """A stream entry whose HMAC is missing or wrong: trackbot did not queue it."""
+
+
+def _mac(key: bytes, fields: Mapping[str, str]) -> str:
+    message = json.dumps([fields[name] for name in sorted(fields)], separators=(",", ":"))
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
 class SlackWorkQueue:
     """The Redis stream of Slack work, and whether any worker answers it."""
 
-    def __init__(self, redis: Redis, listening_cache_s: float = 2.0) -> None:
+    def __init__(self, redis: Redis, key: bytes, listening_cache_s: float = 2.0) -> None:
         self.redis = redis
+        self.key = key  # signs the entries (Settings.queue_key)
         self._listening_cache_s = listening_cache_s
         self._listening_until = 0.0
         self._lock = threading.Lock()
@@ -131,7 +152,7 @@ class SlackWorkQueue:
         pipe = self.redis.pipeline(transaction=False)
         if also is not None:
             also(pipe)
-        pipe.xadd(STREAM, work.fields(), maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
+        pipe.xadd(STREAM, work.fields(self.key), maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
         entry = pipe.execute()[-1]
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
@@ -268,7 +289,7 @@ class SlackWorkConsumer:
         from handlers.slack import build_slack_app
 
         self.services = services
-        self.queue = SlackWorkQueue(services.redis)
+        self.queue = SlackWorkQueue(services.redis, services.settings.queue_key)
         self.app = app or build_slack_app(services, answering_queued_work=True)
         self.claim_idle_s = services.settings.slack_work_claim_idle_s
         self._stop = threading.Event()
@@ -339,7 +360,11 @@ class SlackWorkConsumer:
     def answer(self, entry_id: str, fields: Mapping[bytes, bytes], claimed: bool = False) -> None:
         """Answer one entry; it stays pending (a worker claims it later) when it could not be answered."""
         try:
-            work = SlackWork.from_fields(fields)
+            work = SlackWork.from_fields(fields, self.queue.key)
+        except ForgedWork as error:
+            log.error("Slack work %s dropped, not answered: its HMAC is %s (not queued by trackbot)", entry_id, error)
+            self.queue.done(entry_id)
+            return
         except ValueError as error:
             log.error("Slack work %s dropped: %s", entry_id, error)
             self.queue.done(entry_id)
