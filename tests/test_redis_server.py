@@ -291,3 +291,14 @@ def test_a_leftover_server_without_a_password_is_replaced_and_its_data_kept(data
         assert client(server.url).get("queued") == "run-1"
         with pytest.raises(redis.ConnectionError):
             client(old_url).ping()
+
+
+def test_a_redis_url_is_shown_without_its_password() -> None:
+    from bot.adapters.redis_server import masked_url
+
+    assert (
+        masked_url("unix:///w/redis/valkey.sock?db=0&password=abc123")
+        == "unix:///w/redis/valkey.sock?db=0&password=***"
+    )
+    assert masked_url("rediss://:abc123@redis.example:6380/0") == "rediss://:***@redis.example:6380/0"
+    assert masked_url("redis://redis:6379/0") == "redis://redis:6379/0"
