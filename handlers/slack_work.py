@@ -21,7 +21,8 @@ three round trips per ack cost about twice the bare app's p99.
 - Every entry carries an HMAC-SHA256 of its fields keyed with the server-side queue key
   (`Settings.queue_key`: TRACKBOT_QUEUE_KEY, or derived from SLACK_SIGNING_SECRET). The worker answers
   only entries whose HMAC is right; anything else in the stream (a forged command "from a
-  maintainer", say) is dropped and logged, never answered.
+  maintainer", say) is dropped and logged, never answered. A copy of a real entry added again (a
+  replay) is dropped too: the first entry to carry an HMAC claims it (REPLAY_KEY) until it expires.
 
 The entry is the request as Slack sent it (raw body, content type), already verified by the web
 process; the worker's Bolt app replays it with Bolt's own lazy-only dispatch (the mechanism of
@@ -67,6 +68,7 @@ MAX_AGE_S = 25 * 60  # Slack's response_url lives 30 minutes
 MAX_ENTRIES = 10_000  # the stream is trimmed (approximately, oldest first) beyond this
 TIDY_EVERY_S = 600.0
 GONE_AFTER_S = 3600.0  # a consumer that has not read for this long belongs to a worker that is gone
+REPLAY_KEY = "trackbot:slack-work:mac:"  # + an entry's HMAC -> the id of the entry that carried it first
 LAZY_ONLY = "x-slack-bolt-lazy-only"
 LAZY_FUNCTION = "x-slack-bolt-lazy-function-name"
 
@@ -209,6 +211,13 @@ class SlackWorkQueue:
                 self.redis.xgroup_delconsumer(STREAM, GROUP, consumer["name"])
                 gone += 1
         return gone
+
+    def first_with(self, mac: str, entry_id: str) -> bool:
+        """Whether `entry_id` is the first entry seen with this HMAC (False: a copy of another, a replay)."""
+        key = REPLAY_KEY + mac
+        if self.redis.set(key, entry_id, nx=True, ex=int(MAX_AGE_S) + 60):
+            return True
+        return _text(self.redis.get(key) or b"") == entry_id  # a claimed entry comes back as itself
 
     def done(self, entry_id: str) -> None:
         """The entry is answered (or given up): acknowledge and delete it."""
@@ -372,6 +381,10 @@ class SlackWorkConsumer:
         delivered = self.queue.deliveries(entry_id) if claimed else 1
         if delivered > MAX_DELIVERIES:
             log.error("Slack work %s (%s) dropped after %d deliveries", entry_id, work.function, delivered - 1)
+            self.queue.done(entry_id)
+            return
+        if not self.queue.first_with(_text(fields.get(b"mac", b"")), entry_id):
+            log.error("Slack work %s (%s) dropped, not answered: a copy of an earlier entry", entry_id, work.function)
             self.queue.done(entry_id)
             return
         age = time.time() - work.queued_at

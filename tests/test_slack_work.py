@@ -282,6 +282,12 @@ def test_forged_slack_work_from_a_maintainer_is_dropped(make_stack: MakeStack) -
     assert stack.slack.snapshot() == []  # no answer, no run thread: nothing at all was posted
     assert stack.services.store.runs(stack.services.settings.repositories[0]) == []
 
-    assert send(stack, command_body(stack, "status")) == (200, b"")  # a real one, through the web app
+    with paused(stack):
+        assert send(stack, command_body(stack, "status")) == (200, b"")  # a real one, through the web app
+        [(_, real)] = redis.xrange(STREAM)  # type: ignore[misc]
     [answer] = wait_answers(stack, 0, 1)
     assert "Track 1" in answer.text
+
+    redis.xadd(STREAM, real)  # the real entry, copied: a replay
+    wait_for(lambda: queued(stack) == 0 and "dropped, not answered: a copy of an earlier entry" in worker_log(stack))
+    assert no_more_answers(stack, 1)

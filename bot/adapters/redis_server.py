@@ -164,8 +164,14 @@ class EmbeddedRedis:
     def _locked(self) -> Iterator[None]:
         # A fresh open file description per call, so the flock also excludes other threads of this
         # process, not only other processes.
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o700)  # the socket, the password, the AOF: this user's only
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.data_dir, 0o700)  # the socket, the password, the AOF: this user's only
+        except OSError as error:
+            raise RedisUnavailable(
+                f"cannot make {self.data_dir} a folder only this user may open ({error}); "
+                "fix its owner or set TRACKBOT_WORK_DIR elsewhere, or set REDIS_URL"
+            ) from error
         with open(self.lock_file, "a+") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
