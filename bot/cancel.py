@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
+from bot.jobqueue import fetch_job
 from bot.outbox import Outbox
 from bot.progress import cancelled_text
 from bot.render import STATE_WORDS, mention, track_title
@@ -104,7 +104,7 @@ def cancel_queued(services: Services, run: Run, user: str) -> bool:
     if not store.replace_unleased(current, raw):
         return False  # its job took the run's lease a moment ago: it sees the request
     try:
-        Job.fetch(run.id, connection=services.redis).delete(remove_from_queue=True)
+        fetch_job(run.id, services.redis).delete(remove_from_queue=True)
     except NoSuchJobError:
         pass
     except Exception as error:  # the run is cancelled; a job left behind finds it so and does nothing

@@ -35,8 +35,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import time
 
     from redis import Redis, RedisError
-    from rq import Worker
 
+    from bot.jobqueue import TrackbotWorker as SignedJobsWorker
     from bot.poller import PollerLoop
     from bot.reaper import Maintenance
     from bot.services import Services
@@ -62,7 +62,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Slack commands and clicks the web app acked; threads of this (idle) main process answer them.
     answering = SlackWorkConsumer(own_services(), settings.slack_work_threads).start()
 
-    class TrackbotWorker(Worker):
+    class TrackbotWorker(SignedJobsWorker):
         stop_signalled = False  # SIGTERM/SIGINT: stop for good, not a crash to recover from
 
         def request_stop(self, signum: int, frame: object) -> None:
@@ -85,6 +85,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                     worker_ttl=settings.worker_ttl_s,
                     job_monitoring_interval=settings.job_monitoring_interval_s,
                     maintenance_interval=settings.rq_maintenance_interval_s,
+                    queue_key=settings.queue_key,
                 )
                 worker.work(burst=args.burst, with_scheduler=False)
             except (RedisError, OSError) as error:
@@ -180,14 +181,13 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 def worker_check(settings: Settings) -> int:
     """`trackbot worker --check` (a container's health check): a worker of this host keeps its heartbeat."""
-    from rq import Queue
-
+    from bot.jobqueue import make_queue
     from bot.metrics import worker_beats
-    from bot.services import QUEUE_NAME, connect_redis
+    from bot.services import connect_redis
 
     redis, _embedded = connect_redis(settings)
     try:
-        beats = worker_beats(redis, Queue(QUEUE_NAME, connection=redis))
+        beats = worker_beats(redis, make_queue(redis))
     except Exception as error:
         print(f"FAIL worker: cannot read the workers from Redis: {error}")
         return 1

@@ -8,7 +8,10 @@ that names every bad setting and shows what it should look like.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +27,7 @@ CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 DEFAULT_AGENT_COMMAND = "codex exec --json --sandbox workspace-write --skip-git-repo-check -C {worktree} -"
 # What Codex needs to reach: the API (an API key) or ChatGPT's backend (a login).
 DEFAULT_AGENT_EGRESS = ("api.openai.com:443", "chatgpt.com:443", "auth.openai.com:443")
+QUEUE_KEY_LABEL = b"trackbot queue key v1"  # derives the default TRACKBOT_QUEUE_KEY
 
 # What each setting should look like, shown when it is missing or malformed.
 SETTING_HINTS: dict[str, tuple[str, str]] = {
@@ -145,6 +149,10 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
     "slack_work_claim_idle_s": (
         "TRACKBOT_SLACK_WORK_CLAIM_IDLE",
         "seconds before another worker takes over a Slack command a dead worker had taken (default 120)",
+    ),
+    "queue_key_setting": (
+        "TRACKBOT_QUEUE_KEY",
+        "a long random secret shared by the web app and the workers (default: derived from SLACK_SIGNING_SECRET)",
     ),
 }
 
@@ -314,6 +322,20 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=AliasChoices("TRACKBOT_SLACK_WORK_CLAIM_IDLE", "slack_work_claim_idle_s"),
     )
+
+    # The key that signs queued jobs and Slack work (bot/jobqueue.py, handlers/slack_work.py).
+    queue_key_setting: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TRACKBOT_QUEUE_KEY", "queue_key_setting")
+    )
+
+    @property
+    def queue_key(self) -> bytes:
+        """TRACKBOT_QUEUE_KEY, or a key derived from SLACK_SIGNING_SECRET (an HMAC of a fixed label), so every
+        process of a deployment shares it with nothing new to configure."""
+        if self.queue_key_setting is not None and self.queue_key_setting.get_secret_value():
+            return self.queue_key_setting.get_secret_value().encode()
+        secret = self.slack_signing_secret.get_secret_value().encode()
+        return hmac.new(secret, QUEUE_KEY_LABEL, hashlib.sha256).digest()
 
     @field_validator("lease_ttl_s")
     @classmethod
@@ -565,15 +587,27 @@ class Settings(BaseSettings):
             self.slack_signing_secret,
             *([self.github_token] if self.github_token is not None else []),
             self.github_webhook_secret,
+            *([self.queue_key_setting] if self.queue_key_setting is not None else []),
         ]
         if self.slack_app_token is not None:
             secrets.append(self.slack_app_token)
         values = [s.get_secret_value() for s in secrets if s.get_secret_value()]
+        values += _url_passwords(self.redis_url)
         with contextlib.suppress(OSError):
             key = self.github_app_key()
             if key:
                 values += [key, key.strip()]
         return values
+
+
+def _url_passwords(url: str | None) -> list[str]:
+    """The password in a Redis URL (its user part, or `?password=` as the embedded server's has it)."""
+    if not url:
+        return []
+    parts = urllib.parse.urlsplit(url)
+    found = [parts.password] if parts.password else []
+    found += [v for k, v in urllib.parse.parse_qsl(parts.query) if k == "password" and v]
+    return [urllib.parse.unquote(p) for p in found]
 
 
 def _setting_error(field: str, problem: str) -> PydanticCustomError:

@@ -21,19 +21,18 @@ import functools
 import shutil
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from redis import Redis, RedisError
-from rq import Queue
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.adapters.agent import AgentCommandError, agent_argv
 from bot.adapters.github import GitHubAuth, GitHubError, GitHubRepo
+from bot.adapters.redis_server import masked_url
 from bot.adapters.sandbox import probe as sandbox_probe
 from bot.config import ConfigError, Settings, load_settings
 from bot.knob import KnobError, parse_knob
@@ -64,16 +63,6 @@ class Check:
         return text if self.ok or not self.fix else f"{text} — {self.fix}"
 
 
-def _masked(url: str) -> str:
-    """A URL without its password."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urllib.parse.urlunsplit(parts._replace(netloc=user + netloc))
-
-
 # -- the checks ---------------------------------------------------------------------------------
 
 
@@ -90,7 +79,7 @@ def check_redis(settings: Settings) -> tuple[Check, Redis | None]:
             ),
             None,
         )
-    url = _masked(settings.redis_url)
+    url = masked_url(settings.redis_url)
     client = Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
     try:
         client.ping()
@@ -132,12 +121,12 @@ def _text(value: object) -> str:
 
 def check_workers(redis: Redis | None) -> Check:
     """At least one worker keeps a heartbeat on trackbot's queue."""
-    from bot.services import QUEUE_NAME
+    from bot.jobqueue import QUEUE_NAME, make_queue
 
     if redis is None:
         return Check("workers", False, "cannot tell: Redis is not reachable from here", "fix redis first")
     try:
-        beats = worker_beats(redis, Queue(QUEUE_NAME, connection=redis))
+        beats = worker_beats(redis, make_queue(redis))
     except RedisError as error:
         return Check("workers", False, f"cannot list workers: {error}", "fix redis first")
     if not beats:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.jobqueue import enqueue_signed
 from bot.runs import Run, RunState
 from bot.services import Services
 
@@ -20,13 +21,15 @@ def job_timeout_s(services: Services) -> int:
 
 
 def enqueue_run(services: Services, run: Run) -> None:
-    """Enqueue `bot.jobs.run_track(run.id)` as RQ job `run.id` (the run is stored and holds the lock).
+    """Enqueue `bot.jobs.run_track(run.id)` as RQ job `run.id`, signed (the run is stored and holds the lock).
 
     On failure the run is marked FAILED, the repository's lock released, and QueueingError raised
     (its message says why, unredacted: redact it before showing it).
     """
     try:
-        services.queue.enqueue(
+        enqueue_signed(
+            services.queue,
+            services.settings.queue_key,
             "bot.jobs.run_track",
             run.id,
             job_id=run.id,

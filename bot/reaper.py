@@ -24,10 +24,11 @@ import time
 
 from redis import RedisError
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 
 from bot.adapters.github import GitHubError
 from bot.adapters.process import kill_process_group
+from bot.jobqueue import fetch_job
 from bot.outbox import Outbox
 from bot.progress import abandoned_message, cancelled_text, show_final_progress
 from bot.queueing import job_timeout_s
@@ -72,7 +73,7 @@ def reap(services: Services, queued_grace_s: float = QUEUED_GRACE_S) -> list[Run
 
 def _job_status(services: Services, run_id: str) -> JobStatus | None:
     try:
-        return Job.fetch(run_id, connection=services.redis).get_status()
+        return fetch_job(run_id, services.redis).get_status()
     except NoSuchJobError:
         return None
 

@@ -14,6 +14,7 @@ from bot.adapters.github import GitHubAuth, GitHubRepo
 from bot.adapters.redis_server import EmbeddedRedis, redis_url_or_embedded
 from bot.adapters.slack import SlackPoster
 from bot.config import Settings
+from bot.jobqueue import QUEUE_NAME, make_queue
 from bot.metrics import Metrics
 from bot.redact import Redactor
 from bot.repo_rules import REPO_RULES_PATH, RepoRules, parse_repo_rules
@@ -21,7 +22,7 @@ from bot.roles import Roles
 from bot.rules import DEFAULT_RULES, Rules
 from bot.store import RunStore
 
-QUEUE_NAME = "trackbot-runs"
+__all__ = ["QUEUE_NAME", "Services", "connect_redis", "redis_dir"]
 
 
 def redis_dir(settings: Settings) -> Path:
@@ -32,7 +33,9 @@ def redis_dir(settings: Settings) -> Path:
 def connect_redis(settings: Settings) -> tuple[Redis, EmbeddedRedis | None]:
     """REDIS_URL when set, otherwise the embedded server (started, or reused via its pidfile)."""
     url, embedded = redis_url_or_embedded(settings.redis_url, redis_dir(settings))
-    return Redis.from_url(url, health_check_interval=30, socket_keepalive=True), embedded
+    # TCP keepalive notices a dead peer on a network; a Unix socket (the embedded server) has none.
+    tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
+    return Redis.from_url(url, health_check_interval=30, **tcp), embedded
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Services:
         self.metrics = Metrics(self.redis)
         self._github_auth: GitHubAuth | None = None
         self.store = RunStore(self.redis)
-        self.queue = Queue(QUEUE_NAME, connection=self.redis)
+        self.queue = make_queue(self.redis)
         self._github: dict[str, GitHubRepo] = {}
         self.slack_client = WebClient(
             token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, timeout=15

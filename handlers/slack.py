@@ -95,7 +95,7 @@ def build_slack_app(services: Services, client: WebClient | None = None, *, answ
     )
     if not answering_queued_work:
         app.use(dedupe_retries(services.redis))
-        hand_lazy_work_to_workers(app, SlackWorkQueue(services.redis))
+        hand_lazy_work_to_workers(app, SlackWorkQueue(services.redis, services.settings.queue_key))
     commands = Commands(services)
     advancer = Advancer(services)
 

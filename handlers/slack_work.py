@@ -18,6 +18,11 @@ three round trips per ack cost about twice the bare app's p99.
   itself, as Bolt would (a deployment with no worker still answers `/track status`).
 - An entry older than MAX_AGE_S is dropped and logged: its response_url has expired (Slack keeps
   one for 30 minutes), so there is nobody to answer.
+- Every entry carries an HMAC-SHA256 of its fields keyed with the server-side queue key
+  (`Settings.queue_key`: TRACKBOT_QUEUE_KEY, or derived from SLACK_SIGNING_SECRET). The worker answers
+  only entries whose HMAC is right; anything else in the stream (a forged command "from a
+  maintainer", say) is dropped and logged, never answered. A copy of a real entry added again (a
+  replay) is dropped too: the first entry to carry an HMAC claims it (REPLAY_KEY) until it expires.
 
 The entry is the request as Slack sent it (raw body, content type), already verified by the web
 process; the worker's Bolt app replays it with Bolt's own lazy-only dispatch (the mechanism of
@@ -26,6 +31,8 @@ Bolt's AWS Lambda adapter), so the listener code is the same wherever it runs.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import socket
@@ -61,6 +68,7 @@ MAX_AGE_S = 25 * 60  # Slack's response_url lives 30 minutes
 MAX_ENTRIES = 10_000  # the stream is trimmed (approximately, oldest first) beyond this
 TIDY_EVERY_S = 600.0
 GONE_AFTER_S = 3600.0  # a consumer that has not read for this long belongs to a worker that is gone
+REPLAY_KEY = "trackbot:slack-work:mac:"  # + an entry's HMAC -> the id of the entry that carried it first
 LAZY_ONLY = "x-slack-bolt-lazy-only"
 LAZY_FUNCTION = "x-slack-bolt-lazy-function-name"
 
@@ -89,21 +97,26 @@ class SlackWork:
             body = json.dumps({k: v for k, v in request.body.items() if k != "token"})
         return cls(request.lazy_function_name, request.mode, body, request.content_type or "", time.time())
 
-    def fields(self) -> dict[str, str]:
-        """The stream entry."""
-        return {
+    def fields(self, key: bytes) -> dict[str, str]:
+        """The stream entry, signed with `key`."""
+        fields = {
             "function": self.function,
             "mode": self.mode,
             "body": self.body,
             "content_type": self.content_type,
             "queued_at": repr(self.queued_at),
         }
+        return {**fields, "mac": _mac(key, fields)}
 
     @classmethod
-    def from_fields(cls, fields: Mapping[bytes, bytes]) -> SlackWork:
-        """Read a stream entry back; ValueError when it is not one."""
+    def from_fields(cls, fields: Mapping[bytes, bytes], key: bytes) -> SlackWork:
+        """Read a stream entry back; ValueError when it is not one, ForgedWork when `key` did not sign it."""
         try:
             text = {k.decode(): v.decode() for k, v in fields.items()}
+            names = ("function", "mode", "body", "content_type", "queued_at")
+            signed = {name: text[name] for name in names}
+            if not hmac.compare_digest(text.get("mac", ""), _mac(key, signed)):
+                raise ForgedWork("missing" if "mac" not in text else "wrong")
             return cls(text["function"], text["mode"], text["body"], text["content_type"], float(text["queued_at"]))
         except (KeyError, UnicodeDecodeError) as error:
             raise ValueError(f"not a Slack work entry: {error}") from error
@@ -117,11 +130,21 @@ class SlackWork:
         return BoltRequest(body=body, headers=headers, mode=self.mode)
 
 
+class ForgedWork(ValueError):
+    """A stream entry whose HMAC is missing or wrong: trackbot did not queue it."""
+
+
+def _mac(key: bytes, fields: Mapping[str, str]) -> str:
+    message = json.dumps([fields[name] for name in sorted(fields)], separators=(",", ":"))
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
 class SlackWorkQueue:
     """The Redis stream of Slack work, and whether any worker answers it."""
 
-    def __init__(self, redis: Redis, listening_cache_s: float = 2.0) -> None:
+    def __init__(self, redis: Redis, key: bytes, listening_cache_s: float = 2.0) -> None:
         self.redis = redis
+        self.key = key  # signs the entries (Settings.queue_key)
         self._listening_cache_s = listening_cache_s
         self._listening_until = 0.0
         self._lock = threading.Lock()
@@ -131,7 +154,7 @@ class SlackWorkQueue:
         pipe = self.redis.pipeline(transaction=False)
         if also is not None:
             also(pipe)
-        pipe.xadd(STREAM, work.fields(), maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
+        pipe.xadd(STREAM, work.fields(self.key), maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
         entry = pipe.execute()[-1]
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
@@ -188,6 +211,13 @@ class SlackWorkQueue:
                 self.redis.xgroup_delconsumer(STREAM, GROUP, consumer["name"])
                 gone += 1
         return gone
+
+    def first_with(self, mac: str, entry_id: str) -> bool:
+        """Whether `entry_id` is the first entry seen with this HMAC (False: a copy of another, a replay)."""
+        key = REPLAY_KEY + mac
+        if self.redis.set(key, entry_id, nx=True, ex=int(MAX_AGE_S) + 60):
+            return True
+        return _text(self.redis.get(key) or b"") == entry_id  # a claimed entry comes back as itself
 
     def done(self, entry_id: str) -> None:
         """The entry is answered (or given up): acknowledge and delete it."""
@@ -268,7 +298,7 @@ class SlackWorkConsumer:
         from handlers.slack import build_slack_app
 
         self.services = services
-        self.queue = SlackWorkQueue(services.redis)
+        self.queue = SlackWorkQueue(services.redis, services.settings.queue_key)
         self.app = app or build_slack_app(services, answering_queued_work=True)
         self.claim_idle_s = services.settings.slack_work_claim_idle_s
         self._stop = threading.Event()
@@ -339,7 +369,11 @@ class SlackWorkConsumer:
     def answer(self, entry_id: str, fields: Mapping[bytes, bytes], claimed: bool = False) -> None:
         """Answer one entry; it stays pending (a worker claims it later) when it could not be answered."""
         try:
-            work = SlackWork.from_fields(fields)
+            work = SlackWork.from_fields(fields, self.queue.key)
+        except ForgedWork as error:
+            log.error("Slack work %s dropped, not answered: its HMAC is %s (not queued by trackbot)", entry_id, error)
+            self.queue.done(entry_id)
+            return
         except ValueError as error:
             log.error("Slack work %s dropped: %s", entry_id, error)
             self.queue.done(entry_id)
@@ -347,6 +381,10 @@ class SlackWorkConsumer:
         delivered = self.queue.deliveries(entry_id) if claimed else 1
         if delivered > MAX_DELIVERIES:
             log.error("Slack work %s (%s) dropped after %d deliveries", entry_id, work.function, delivered - 1)
+            self.queue.done(entry_id)
+            return
+        if not self.queue.first_with(_text(fields.get(b"mac", b"")), entry_id):
+            log.error("Slack work %s (%s) dropped, not answered: a copy of an earlier entry", entry_id, work.function)
             self.queue.done(entry_id)
             return
         age = time.time() - work.queued_at

@@ -114,3 +114,28 @@ def test_a_repository_is_required_one_way_or_the_other(env: pytest.MonkeyPatch) 
     env.setenv("TRACKBOT_CHANNELS", "general=acme/widgets")
     with pytest.raises(ConfigError, match="TRACKBOT_CHANNELS: not CHANNEL_ID=owner/name: general=acme/widgets"):
         load_settings()
+
+
+def test_the_queue_key_defaults_to_one_derived_from_the_signing_secret(env: pytest.MonkeyPatch) -> None:
+    """Every process of a deployment signs and checks queued work with the same key, set or not."""
+    for name, value in GOOD.items():
+        env.setenv(name, value)
+    env.delenv("TRACKBOT_QUEUE_KEY", raising=False)
+    derived = load_settings().queue_key
+    assert derived == load_settings().queue_key and len(derived) == 32
+    assert load_settings().slack_signing_secret.get_secret_value().encode() not in derived
+    env.setenv("SLACK_SIGNING_SECRET", "another-secret")
+    assert load_settings().queue_key != derived
+    env.setenv("TRACKBOT_QUEUE_KEY", "an-operator-chosen-key")
+    settings = load_settings()
+    assert settings.queue_key == b"an-operator-chosen-key"
+    assert "an-operator-chosen-key" in settings.secret_values()  # the redactor hides it
+
+
+def test_the_redis_password_is_a_secret_the_redactor_hides(env: pytest.MonkeyPatch) -> None:
+    for name, value in GOOD.items():
+        env.setenv(name, value)
+    env.setenv("REDIS_URL", "unix:///var/trackbot/redis/valkey.sock?db=0&password=s3cr3tpw")
+    assert "s3cr3tpw" in load_settings().secret_values()
+    env.setenv("REDIS_URL", "rediss://:an%2Fother@redis.example:6380/0")
+    assert "an/other" in load_settings().secret_values()

@@ -23,12 +23,12 @@ import psutil
 import pytest
 from conftest import agent_script
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
 from test_run import answers, branches, git, messages, pulls, services
 
 from bot.adapters.git import clone_dir
 from bot.adapters.slack import SlackError
 from bot.cancel import CancelStatus, cancel_queued, cancel_run
+from bot.jobqueue import fetch_job
 from bot.local.console import LocalStack
 from bot.local.slack_api import SlackMessage
 from bot.outbox import Outbox, classify
@@ -382,7 +382,7 @@ def test_cancelling_a_queued_run_removes_its_job_and_frees_the_repository(
     assert cancelled.state is RunState.CANCELLED and cancelled.cancelled_by == BOB
     assert svc.queue.job_ids == []
     with pytest.raises(NoSuchJobError):
-        Job.fetch(run.id, connection=svc.redis)
+        fetch_job(run.id, svc.redis)
     assert svc.store.lock_holder(run.repo) is None
     [said] = [m.text for m in in_thread(stack, run)]
     assert "was cancelled by <@U0BOB> before it started" in said
@@ -411,7 +411,7 @@ def test_the_reaper_abandons_a_queued_run_whose_job_vanished_but_not_a_fresh_one
     no_worker(stack)
     svc = services(stack)
     run = queue_run(stack)
-    Job.fetch(run.id, connection=svc.redis).delete()  # its job is lost (a flushed queue, say)
+    fetch_job(run.id, svc.redis).delete()  # its job is lost (a flushed queue, say)
     assert reap(svc) == []  # queued a moment ago: its job may still be on the way
     [reaped] = reap(svc, queued_grace_s=0)
     assert reaped.id == run.id and reaped.state is RunState.ABANDONED

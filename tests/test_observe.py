@@ -23,11 +23,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from redis import Redis
-from rq import Queue
 
 from bot import metrics
 from bot.config import Settings
 from bot.doctor import Readiness
+from bot.jobqueue import make_queue
 from bot.local.console import LocalStack, settings_environment
 from bot.local.github_api import GitHubTwin
 from bot.local.sample import create_sample_repo
@@ -35,7 +35,7 @@ from bot.local.slack_api import SlackTwin
 from bot.logs import log_context, setup_logging
 from bot.redact import Redactor
 from bot.runs import Run, RunState, StepResult
-from bot.services import QUEUE_NAME, Services
+from bot.services import Services
 from handlers.app import TrackbotApp, serve_in_thread
 
 MakeStack = Callable[..., LocalStack]
@@ -227,7 +227,7 @@ def test_metrics_show_runs_steps_waits_acks_and_api_errors_from_every_process(ma
 
 
 def test_queue_depth_and_histograms_are_computed_from_redis(redis: Redis) -> None:
-    queue = Queue(QUEUE_NAME, connection=redis)
+    queue = make_queue(redis)
     for n in range(3):
         queue.enqueue("bot.jobs.run_track", f"run-{n}", job_id=f"run-{n}")
     # Two processes' observations add up: each records into the same hashes.

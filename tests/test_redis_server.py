@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -16,7 +18,7 @@ import psutil
 import pytest
 import redis
 
-from bot.adapters.redis_server import EmbeddedRedis, RedisUnavailable, redis_url_or_embedded
+from bot.adapters.redis_server import EmbeddedRedis, RedisUnavailable, _valkey_executable, redis_url_or_embedded
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,12 +65,12 @@ def client(url: str) -> redis.Redis:
 def test_data_survives_stop_and_start(data_dir: Path) -> None:
     server = EmbeddedRedis(data_dir)
     url = server.start()
-    assert url.startswith("redis://127.0.0.1:") and url.endswith("/0")
+    assert url.startswith(f"unix://{data_dir.resolve()}/valkey.sock?") and "password=" in url
     assert (data_dir / "valkey.url").read_text().strip() == url
     pid = server.pid
     assert pid is not None and running(pid)
     conf = (data_dir / "valkey.conf").read_text()
-    assert "appendonly yes" in conf and 'save ""' in conf and "bind 127.0.0.1" in conf
+    assert "appendonly yes" in conf and 'save ""' in conf and "port 0" in conf
 
     r = client(url)
     r.set("track:1", "queued")
@@ -145,7 +147,7 @@ def test_stale_pidfile_is_replaced_by_a_fresh_server(data_dir: Path) -> None:
     dead.wait()
     data_dir.mkdir(parents=True)
     (data_dir / "valkey.pid").write_text(f"{dead.pid}\n")
-    (data_dir / "valkey.url").write_text("redis://127.0.0.1:1/0\n")
+    (data_dir / "valkey.url").write_text(f"unix://{data_dir}/gone.sock?password=x\n")
 
     with EmbeddedRedis(data_dir) as server:
         assert server.pid is not None and server.pid != dead.pid and not server.reused
@@ -223,3 +225,80 @@ def test_no_redis_url_starts_the_embedded_server(data_dir: Path) -> None:
         assert client(url).ping()
     finally:
         server.stop()
+
+
+def test_the_embedded_redis_refuses_a_client_without_the_password_and_has_no_tcp_port(data_dir: Path) -> None:
+    with EmbeddedRedis(data_dir) as server:
+        assert server.url is not None and server.pid is not None
+        sock = data_dir / "valkey.sock"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(unix_socket_path=str(sock)).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(unix_socket_path=str(sock), password="guessed").ping()
+        assert client(server.url).ping()
+        assert client(server.url).config_get("port") == {"port": "0"}
+        assert psutil.Process(server.pid).net_connections(kind="inet") == []  # nothing listens on TCP
+        # Only this user may open the folder, the socket, or read the password and the URL.
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        for name in ("valkey.sock", "valkey.password", "valkey.url", "valkey.conf"):
+            assert stat.S_IMODE((data_dir / name).stat().st_mode) & 0o077 == 0, name
+        password = (data_dir / "valkey.password").read_text().strip()
+        assert len(password) >= 32 and f"password={password}" in server.url
+
+
+def test_a_restarted_embedded_redis_keeps_its_password_and_url(data_dir: Path) -> None:
+    first = EmbeddedRedis(data_dir)
+    url = first.start()
+    client(url).set("k", "v")
+    first.stop()
+    with EmbeddedRedis(data_dir) as again:
+        assert again.url == url and not again.reused  # a worker that knew the URL reconnects by itself
+        assert client(url).get("k") == "v"
+
+
+def test_a_leftover_server_without_a_password_is_replaced_and_its_data_kept(data_dir: Path) -> None:
+    """An older trackbot left its server on TCP with no password: it is stopped, not reused."""
+    exe = _valkey_executable()
+    data_dir.mkdir(parents=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    old = EmbeddedRedis(data_dir)
+    (data_dir / "valkey.conf").write_text(
+        f'daemonize yes\npidfile "{old.pidfile}"\ndir "{data_dir.resolve()}"\nappendonly yes\n'
+        f'bind 127.0.0.1\nport {port}\nlogfile "{old.log_file}"\n'
+    )
+    subprocess.run([exe, str(data_dir / "valkey.conf")], cwd=data_dir, check=True)
+    old_url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not (data_dir / "valkey.pid").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (data_dir / "valkey.url").write_text(old_url + "\n")
+    for _ in range(100):
+        try:
+            client(old_url).set("queued", "run-1")
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    client(old_url).bgrewriteaof()
+    time.sleep(1.1)
+    old_pid = int((data_dir / "valkey.pid").read_text())
+
+    with EmbeddedRedis(data_dir) as server:
+        assert server.url is not None and server.url.startswith("unix://") and not server.reused
+        assert not running(old_pid)
+        assert client(server.url).get("queued") == "run-1"
+        with pytest.raises(redis.ConnectionError):
+            client(old_url).ping()
+
+
+def test_a_redis_url_is_shown_without_its_password() -> None:
+    from bot.adapters.redis_server import masked_url
+
+    assert (
+        masked_url("unix:///w/redis/valkey.sock?db=0&password=abc123")
+        == "unix:///w/redis/valkey.sock?db=0&password=***"
+    )
+    assert masked_url("rediss://:abc123@redis.example:6380/0") == "rediss://:***@redis.example:6380/0"
+    assert masked_url("redis://redis:6379/0") == "redis://redis:6379/0"

@@ -60,7 +60,7 @@ def bot(redis: Redis) -> Iterator[Bot]:
             process_before_response=True,
         )
         app.use(dedupe_retries(redis))
-        hand_lazy_work_to_workers(app, SlackWorkQueue(redis))
+        hand_lazy_work_to_workers(app, SlackWorkQueue(redis, b"dedupe test queue key"))
         calls: Counter[str] = Counter()
 
         def ack_now(ack: Any) -> None:

@@ -35,6 +35,7 @@ from handlers.slack_work import (
 
 MakeStack = Callable[..., LocalStack]
 ALICE = USERS["alice"]
+KEY = b"a test's queue key"
 RETRY = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
 
 
@@ -211,7 +212,7 @@ def test_a_socket_mode_command_is_answered_by_the_worker(make_stack: MakeStack) 
 
 
 def test_consumers_of_gone_workers_are_forgotten_unless_they_hold_work(redis: Redis) -> None:
-    queue = SlackWorkQueue(redis)
+    queue = SlackWorkQueue(redis, KEY)
     queue.ensure_group()
     for n in range(3):
         queue.put(SlackWork("track", "http", f"text={n}", "application/x-www-form-urlencoded", time.time()))
@@ -250,3 +251,43 @@ def test_an_answer_slack_keeps_refusing_is_logged_not_retried_forever(make_stack
         assert time.monotonic() < deadline, log.read_text()[-2000:]
         time.sleep(0.1)
     assert answers(stack) == [] and queued(stack) == 0
+
+
+def worker_log(stack: LocalStack) -> str:
+    return (stack.work_dir / "worker.log").read_text(errors="replace")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_forged_slack_work_from_a_maintainer_is_dropped(make_stack: MakeStack) -> None:
+    """Someone who can write to Redis queues `/track run` "from" a maintainer: no HMAC, or one made with
+    another key. The real worker never answers it (no post in the Slack twin) and logs that it dropped
+    it; a command that came through the web app is answered as ever."""
+    stack = make_stack()
+    worker_listening(stack)
+    assert stack.services is not None and stack.slack is not None
+    redis = stack.services.redis
+    work = SlackWork("track", "http", command_body(stack, "run"), "application/x-www-form-urlencoded", time.time())
+    unsigned = {k: v for k, v in work.fields(KEY).items() if k != "mac"}
+    redis.xadd(STREAM, unsigned)  # type: ignore[arg-type]
+    redis.xadd(STREAM, work.fields(b"not the server's key"))  # type: ignore[arg-type]
+    wait_for(lambda: queued(stack) == 0 and worker_log(stack).count("dropped, not answered") == 2)
+    assert "its HMAC is missing" in worker_log(stack) and "its HMAC is wrong" in worker_log(stack)
+    assert no_more_answers(stack, 0)
+    assert stack.slack.snapshot() == []  # no answer, no run thread: nothing at all was posted
+    assert stack.services.store.runs(stack.services.settings.repositories[0]) == []
+
+    with paused(stack):
+        assert send(stack, command_body(stack, "status")) == (200, b"")  # a real one, through the web app
+        [(_, real)] = redis.xrange(STREAM)  # type: ignore[misc]
+    [answer] = wait_answers(stack, 0, 1)
+    assert "Track 1" in answer.text
+
+    redis.xadd(STREAM, real)  # the real entry, copied: a replay
+    wait_for(lambda: queued(stack) == 0 and "dropped, not answered: a copy of an earlier entry" in worker_log(stack))
+    assert no_more_answers(stack, 1)

@@ -5,6 +5,12 @@ not use that library's process management (it stops the server from an ``atexit`
 runs when the bot is SIGKILLed); instead the server is a daemon with a pidfile in ``data_dir`` so that
 a later run can find it, check it really is ours, and reuse it instead of starting a second server on
 the same append-only file.
+
+Only trackbot can reach it: it listens on a Unix socket (``valkey.sock``) in ``data_dir``, which is
+made 0700, with no TCP port at all (``port 0``), and it asks for a random password (``requirepass``)
+kept 0600 in ``valkey.password`` and reused with the server's data. Its URL is
+``unix:///…/valkey.sock?db=0&password=…``. A leftover server of an older trackbot that listens on
+TCP, or without a password, is stopped and replaced (its data is kept).
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import signal
-import socket
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -25,11 +32,9 @@ import redis
 
 from bot.adapters.process import pid_alive
 
-__all__ = ["EmbeddedRedis", "RedisUnavailable", "redis_url_or_embedded"]
+__all__ = ["EmbeddedRedis", "RedisUnavailable", "masked_url", "redis_url_or_embedded"]
 
-# Attempts at picking a free port: the port is probed and released before valkey binds it, so
-# another process can grab it in between; a retry with a fresh port covers that race.
-_PORT_ATTEMPTS = 3
+_SOCKET_PATH_MAX = 107  # bytes in sockaddr_un.sun_path (108 on Linux) less the terminating NUL
 
 
 class RedisUnavailable(RuntimeError):
@@ -54,12 +59,25 @@ def _valkey_executable() -> str:
     return exe
 
 
-def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def masked_url(url: str) -> str:
+    """A Redis URL without its password (in the user part or as ``?password=``), fit to show or log."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        netloc = user + netloc.rsplit("@", 1)[1]
+    query = urllib.parse.urlencode(
+        [(k, "***" if k == "password" else v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)],
+        safe="*",
+    )
+    # Not urlunsplit: it drops the `//` of `unix:///path` (an empty host).
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _secured(url: str) -> bool:
+    """True for a URL of the embedded server as this trackbot runs it: a Unix socket and a password."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme == "unix" and "password" in urllib.parse.parse_qs(parts.query)
 
 
 def _is_our_valkey(pid: int, data_dir: Path) -> bool:
@@ -128,6 +146,16 @@ class EmbeddedRedis:
         return self.data_dir / "valkey.conf"
 
     @property
+    def socket_file(self) -> Path:
+        """The Unix socket the server listens on (its only way in)."""
+        return self.data_dir / "valkey.sock"
+
+    @property
+    def password_file(self) -> Path:
+        """The server's password (0600), made on the first start and reused with its data."""
+        return self.data_dir / "valkey.password"
+
+    @property
     def lock_file(self) -> Path:
         """Lock serialising check-and-start / stop between threads and processes."""
         return self.data_dir / "valkey.lock"
@@ -136,7 +164,14 @@ class EmbeddedRedis:
     def _locked(self) -> Iterator[None]:
         # A fresh open file description per call, so the flock also excludes other threads of this
         # process, not only other processes.
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.data_dir, 0o700)  # the socket, the password, the AOF: this user's only
+        except OSError as error:
+            raise RedisUnavailable(
+                f"cannot make {self.data_dir} a folder only this user may open ({error}); "
+                "fix its owner or set TRACKBOT_WORK_DIR elsewhere, or set REDIS_URL"
+            ) from error
         with open(self.lock_file, "a+") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
@@ -181,22 +216,9 @@ class EmbeddedRedis:
             if reused is not None:
                 return reused
             self._remove_state_files()
-            exe = _valkey_executable()
-            last_error: RedisUnavailable | None = None
-            # The port of the server that ran here before, if it is free: clients (a worker) that
-            # knew its URL reconnect to the restarted server by themselves.
-            previous = self._previous_port()
-            for attempt in range(_PORT_ATTEMPTS):
-                try:
-                    port = previous if attempt == 0 and previous is not None else _free_port()
-                    return self._launch(exe, port, timeout)
-                except RedisUnavailable as exc:
-                    last_error = exc
-                    # Only a lost race for the port is worth retrying; anything else will fail again.
-                    if "in use" not in self._log_tail().lower():
-                        raise
-            assert last_error is not None
-            raise last_error
+            # The socket's path does not change between servers: clients (a worker) that knew the
+            # URL reconnect to a restarted server by themselves.
+            return self._launch(_valkey_executable(), timeout)
 
     def _try_reuse(self, timeout: float) -> str | None:
         """URL of a live server of ours recorded in data_dir, or None (stale state is left for removal)."""
@@ -204,9 +226,10 @@ class EmbeddedRedis:
         if pid is None or not _is_our_valkey(pid, self.data_dir):
             return None
         url = self._read_url()
-        if url is None:
-            # Our valkey is running but we don't know where: ask it to go away rather than start
-            # a second server appending to the same AOF.
+        if url is None or not _secured(url):
+            # Our valkey is running but we don't know where, or an older trackbot left it on TCP or
+            # without a password: ask it to go away (its AOF is kept) rather than start a second
+            # server appending to the same AOF, or keep one that anyone on the host can reach.
             self._terminate(pid, timeout)
             return None
         deadline = time.monotonic() + timeout
@@ -223,27 +246,29 @@ class EmbeddedRedis:
             f"stop it (kill {pid}) and retry"
         )
 
-    def _previous_port(self) -> int | None:
-        """The port in the config of the last server started in data_dir, when it is free now."""
-        try:
-            lines = self.config_file.read_text().splitlines()
-            port = next(int(line.split()[1]) for line in lines if line.startswith("port "))
-        except (OSError, ValueError, IndexError, StopIteration):
-            return None
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as valkey binds it
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return None
-        return port
-
     def _remove_state_files(self) -> None:
         for path in (self.pidfile, self.url_file):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def _write_config(self, port: int) -> None:
+    def _password(self) -> str:
+        """The server's password: the one kept in password_file, or a new random one written 0600."""
+        try:
+            known = self.password_file.read_text().strip()
+        except FileNotFoundError:
+            known = ""
+        if known:
+            return known
+        password = secrets.token_hex(32)  # hex: nothing to escape in the URL or the config
+        _write_private(self.password_file, password + "\n")
+        return password
+
+    def _write_config(self, password: str) -> None:
+        if len(os.fsencode(self.socket_file)) > _SOCKET_PATH_MAX:
+            raise RedisUnavailable(
+                f"the embedded Redis socket path {self.socket_file} is longer than {_SOCKET_PATH_MAX} bytes, "
+                "which Unix sockets do not allow; set TRACKBOT_WORK_DIR to a shorter path, or set REDIS_URL"
+            )
         # Paths are quoted because valkey splits config lines on whitespace.
         config = "\n".join(
             [
@@ -252,19 +277,23 @@ class EmbeddedRedis:
                 f'dir "{self.data_dir}"',
                 "appendonly yes",
                 "appendfsync everysec",
-                "bind 127.0.0.1",
-                f"port {port}",
+                "port 0",  # no TCP at all: the socket below is the only way in
+                f'unixsocket "{self.socket_file}"',
+                "unixsocketperm 700",
+                f"requirepass {password}",
                 "protected-mode yes",
                 'save ""',
                 f'logfile "{self.log_file}"',
                 "",
             ]
         )
-        self.config_file.write_text(config)
+        _write_private(self.config_file, config)
 
-    def _launch(self, exe: str, port: int, timeout: float) -> str:
-        self._write_config(port)
-        url = f"redis://127.0.0.1:{port}/0"
+    def _launch(self, exe: str, timeout: float) -> str:
+        password = self._password()
+        self._write_config(password)
+        query = urllib.parse.urlencode({"db": 0, "password": password})
+        url = f"unix://{urllib.parse.quote(str(self.socket_file))}?{query}"
         try:
             # With "daemonize yes" this process forks the server and exits at once.
             result = subprocess.run(
@@ -286,7 +315,7 @@ class EmbeddedRedis:
         while time.monotonic() < deadline:
             pid = self._read_pid()
             if pid is not None and pid_alive(pid) and _ping(url, timeout=0.5):
-                self.url_file.write_text(url + "\n")
+                _write_private(self.url_file, url + "\n")
                 self.url, self.pid, self.reused = url, pid, False
                 return url
             if pid is not None and not pid_alive(pid):
@@ -351,6 +380,14 @@ class EmbeddedRedis:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable and writable by this user only (0600), from the first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file of wider mode keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def redis_url_or_embedded(redis_url: str | None, data_dir: Path) -> tuple[str, EmbeddedRedis | None]:

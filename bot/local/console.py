@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from pydantic import SecretStr
 
+from bot.adapters.redis_server import masked_url
 from bot.adapters.sandbox import probe as sandbox_probe
 from bot.config import Settings
 from bot.local.github_api import GitHubTwin
@@ -197,7 +198,7 @@ class LocalStack:
         self._wait_worker_ready()
         self.say(
             f"trackbot is up: Slack twin {self.slack.api_url}, GitHub twin {self.github.api_url} "
-            f"({full_name} over {self.repo}), bot {self.bot_url}, Redis {redis_url}"
+            f"({full_name} over {self.repo}), bot {self.bot_url}, Redis {masked_url(str(redis_url))}"
         )
         self.say(f"you are @{self.user} (maintainer); :help lists the console commands")
 
@@ -424,6 +425,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     env["TRACKBOT_POLL_INTERVAL"] = str(settings.poll_interval_s)
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
+    if settings.queue_key_setting is not None:
+        env["TRACKBOT_QUEUE_KEY"] = settings.queue_key_setting.get_secret_value()
     return env
 
 
