@@ -131,6 +131,25 @@ def _command_lines(run: Run) -> list[str]:
 
 NO_GATE = "no gate applies to this change (no Go files changed, no script added, no deploy change)"
 GATE_TAIL_CHARS = 4000
+# What the run stopped at, in words, for a report whose gates never ran.
+_STOPPED_AT = {"guardrails": "the guardrails", "agent": "the agent", "preflight": "preflight", "format": "format"}
+
+
+def no_gate_text(run: Run) -> str:
+    """Why a report lists no gate: none applied, or the run ended before the gates step.
+
+    A run that STOPs at the guardrails never ran its gates; saying "no gate applies" there would
+    claim no Go file changed when the gates simply never looked.
+    """
+    if any(step.name == "gates" for step in run.steps):
+        return NO_GATE
+    ended = next(
+        (s for s in reversed(run.steps) if s.outcome in (Outcome.STOPPED, Outcome.FAILED, Outcome.ERROR)), None
+    )
+    if ended is None:
+        return "gates not run: the run ended before the gates"
+    verb = "stopped" if ended.outcome is Outcome.STOPPED else "failed"
+    return f"gates not run: the run {verb} at {_STOPPED_AT.get(ended.name, ended.name)}"
 
 
 def _gate_summary(gate: GateResult, bold: str) -> str:
@@ -150,7 +169,7 @@ def _fence(text: str) -> str:
 
 def _gate_lines(run: Run) -> list[str]:
     if not run.gates:
-        return [f"- {NO_GATE}"]
+        return [f"- {no_gate_text(run)}"]
     lines = []
     for gate in run.gates:
         lines.append(f"- {_gate_summary(gate, '**')}")
@@ -364,7 +383,7 @@ def report_text(run: Run) -> str:
         lines.append("*Outside the doc's scope* (advice, not a STOP): " + ", ".join(f"`{p}`" for p in run.out_of_scope))
     lines.append("*Gates:*")
     if not run.gates:
-        lines.append(f"  {NO_GATE}")
+        lines.append(f"  {no_gate_text(run)}")
     for gate in run.gates:
         lines.append(f"  {_gate_summary(gate, '*')}")
         shown = SLACK_TAIL_LINES.get(gate.status, 0)
