@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.rules import Rules
-from bot.runs import DocGateCheck, GateResult, GateStatus, GuardrailConflict, Outcome, Run, RunState
+from bot.runs import DocGateCheck, GateResult, GateStatus, GuardrailConflict, Outcome, Run, RunState, ScopeMatch
 
 STEP_TITLES: dict[str, str] = {
     "preflight": "Preflight: fresh branch from origin/main",
@@ -208,8 +208,41 @@ def _invariant_lines(run: Run) -> list[str]:
     return lines
 
 
-def _conflict_line(conflict: GuardrailConflict) -> str:
-    return f"the doc allows `{conflict.allowed}`, the procedure forbids `{conflict.forbidden}` (`{conflict.path}`)"
+def conflict_line(conflict: GuardrailConflict) -> str:
+    """A guardrail conflict in words: which of the doc's words allow the path, and what forbids it."""
+    if conflict.by_words:
+        return (
+            f'the doc\'s line {conflict.doc_line} ("{_plain(conflict.doc_words)}") names `{conflict.path}` '
+            f"({conflict.allowed}); the procedure forbids `{conflict.forbidden}`"
+        )
+    line = f" (the doc's line {conflict.doc_line})" if conflict.doc_line else ""
+    return (
+        f"the doc allows `{conflict.allowed}`, the procedure forbids `{conflict.forbidden}` (`{conflict.path}`){line}"
+    )
+
+
+def _plain(words: str, limit: int = 160) -> str:
+    """The doc's words for a quote: emphasis and backticks dropped (they would break the report's own)."""
+    text = re.sub(r"(\*\*|__)(.+?)\1", r"\2", words).replace("`", "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _scope_line(match: ScopeMatch) -> str:
+    where = "a required gate" if match.section == "gates" else "line"
+    place = f"{where} {match.line}" if match.section != "gates" else f"{where} (line {match.line})"
+    return f'`{match.path}` — {place}: "{_plain(match.text)}" ({match.how})'
+
+
+def _outside_lines(run: Run) -> list[str]:
+    excluded = {m.path: m for m in run.scope_excluded}
+    lines = []
+    for path in run.out_of_scope:
+        match = excluded.get(path)
+        if match is None:
+            lines.append(f"`{path}`: no line of the doc names it")
+        else:
+            lines.append(f'`{path}`: excluded by line {match.line}: "{_plain(match.text)}"')
+    return lines
 
 
 def exception_offered(run: Run) -> bool:
@@ -225,7 +258,10 @@ def exception_offered(run: Run) -> bool:
 def _exception_head(run: Run, mark: Callable[[str], str]) -> str:
     paths = ", ".join(f"`{p}`" for p in run.exception_paths)
     by = f" granted by {mark(run.exception_granted_by)}" if run.exception_granted_by else " granted"
-    return f"**Guardrail exception**{by} for {paths}"
+    conflicts = [c for c in run.exception_conflicts if c.by_words]
+    words = list(dict.fromkeys(f'line {c.doc_line}: "{_plain(c.doc_words)}"' for c in conflicts))
+    named = f", as the doc's words name them ({'; '.join(words)})" if words else ""
+    return f"**Guardrail exception**{by} for {paths}{named}"
 
 
 def failures(run: Run) -> list[str]:
@@ -310,15 +346,22 @@ def report_markdown(run: Run, rules: Rules) -> str:
     if run.exception_of:
         parts.append(f"- Change: held from run `{run.exception_of}`, applied without an agent")
     parts += ["", "### Changed files", *_changed_lines(run)]
+    if run.in_scope:
+        parts += [
+            "",
+            "### In the doc's scope",
+            "The line of the doc that allows each change:",
+            *[f"- {_scope_line(match)}" for match in run.in_scope],
+        ]
     if run.out_of_scope:
         parts += [
             "",
             "### Outside the doc's scope",
-            "Advice, not a STOP: the doc's allowed paths do not cover these changes.",
-            *[f"- `{path}`" for path in run.out_of_scope],
+            "Advice, not a STOP: no line of the doc's scope allows these changes.",
+            *[f"- {line}" for line in _outside_lines(run)],
         ]
     if run.exception_conflicts:
-        parts += ["", "### Guardrail conflict", *[f"- {_conflict_line(c)}" for c in run.exception_conflicts]]
+        parts += ["", "### Guardrail conflict", *[f"- {conflict_line(c)}" for c in run.exception_conflicts]]
     parts += ["", "### Gates", *_gate_lines(run)]
     if run.doc_gates:
         parts += ["", "### The doc's required gates", *_doc_gate_lines(run)]
@@ -376,11 +419,15 @@ def report_text(run: Run) -> str:
         lines.append(
             "*Guardrail exception possible:* the doc explicitly allows every forbidden path this change touches:"
         )
-        lines += [f"  • {_conflict_line(c)}" for c in run.exception_conflicts]
+        lines += [f"  • {conflict_line(c)}" for c in run.exception_conflicts]
         lines.append("  A maintainer may approve the exception; the change is kept until then (14 days).")
     lines.append("*Changed files:* " + (", ".join(f"`{c.path}`" for c in run.changed_files) or "none"))
+    if run.in_scope:
+        lines.append("*In the doc's scope:*")
+        lines += [f"  • {_scope_line(match)}" for match in run.in_scope]
     if run.out_of_scope:
-        lines.append("*Outside the doc's scope* (advice, not a STOP): " + ", ".join(f"`{p}`" for p in run.out_of_scope))
+        lines.append("*Outside the doc's scope* (advice, not a STOP):")
+        lines += [f"  • {line}" for line in _outside_lines(run)]
     lines.append("*Gates:*")
     if not run.gates:
         lines.append(f"  {no_gate_text(run)}")

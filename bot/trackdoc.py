@@ -36,6 +36,15 @@ class RequiredGate:
     text: str
     commands: list[str]
     kind: str  # one of GATE_KINDS; "manual" when a person must do it (no command to run)
+    line: int = field(default=0, compare=False)  # 1-based line of the doc where the bullet starts
+
+
+@dataclass(frozen=True)
+class DocLine:
+    """One item (a bullet with its wrapped lines, or a paragraph) of a section, where the doc has it."""
+
+    line: int  # 1-based
+    text: str  # as written, whitespace folded
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class TrackSpec:
     required_gates: list[RequiredGate]
     compose: ComposeGate | None
     sections: dict[str, str] = field(default_factory=dict)
+    # The items of the "allowed to change" section(s), prose included (bot.scope reads them).
+    scope_lines: list[DocLine] = field(default_factory=list)
 
 
 # --- markdown structure ---------------------------------------------------------------
@@ -130,14 +141,16 @@ def _is_gates_heading(key: str) -> bool:
     return bool(re.search(r"\bgates?\b", key)) or key in ("required checks", "checks")
 
 
-def _qualifying_lines(lines: list[str], blocks: list[_Block], predicate: Callable[[str], bool]) -> list[str]:
+def _qualifying_numbered(
+    lines: list[str], blocks: list[_Block], predicate: Callable[[str], bool]
+) -> list[tuple[int, str]]:
     """Own lines of every block whose heading matches, or whose parent matches and is not negated.
 
     A subsection ("### Backend") under "## Allowed changes" belongs to it; a subsection that
     says the opposite ("### Not allowed") does not, so inheritance stops at headings that
     is not.
     """
-    selected: list[str] = []
+    selected: list[tuple[int, str]] = []
     stack: list[tuple[int, bool]] = []  # (level, qualifies)
     for block in blocks:
         while stack and stack[-1][0] >= block.level:
@@ -147,7 +160,8 @@ def _qualifying_lines(lines: list[str], blocks: list[_Block], predicate: Callabl
         qualifies = bool(predicate(block.key)) or (inherited and not negated)
         stack.append((block.level, qualifies))
         if qualifies:
-            selected.extend(_outside_fences(lines[block.start : block.own_end]))
+            own = _numbered_outside_fences(lines[block.start : block.own_end])
+            selected.extend((block.start + index, line) for index, line in own)
     return selected
 
 
@@ -281,13 +295,13 @@ def _gate_kind(text: str, commands: list[str]) -> str:
     return "script"
 
 
-def _gate_items(lines: list[str]) -> list[str]:
-    """The top-level list items of the gates section, continuation lines joined; paragraphs if no list."""
-    items: list[list[str]] = []
+def _items(numbered: list[tuple[int, str]]) -> list[DocLine]:
+    """Top-level list items of (index, line) pairs, continuation lines joined; paragraphs if no list."""
+    items: list[tuple[int, list[str]]] = []
     top_indent: int | None = None
     open_item = False
     previous_blank = False
-    for line in lines:
+    for index, line in numbered:
         if not line.strip():
             previous_blank = True
             continue
@@ -295,25 +309,35 @@ def _gate_items(lines: list[str]) -> list[str]:
         indent = len(line) - len(line.lstrip())
         if bullet and (top_indent is None or indent <= top_indent):
             top_indent = indent if top_indent is None else top_indent
-            items.append([bullet.group(2).strip()])
+            items.append((index, [bullet.group(2).strip()]))
             open_item = True
         elif open_item and (indent > (top_indent or 0) or not previous_blank):
             # Nested bullets and wrapped lines belong to the item above them.
-            items[-1].append(line.strip())
+            items[-1][1].append(line.strip())
         else:
             open_item = False
         previous_blank = False
     if top_indent is None:
-        paragraphs = "\n".join(lines).split("\n\n")
-        return [" ".join(p.split()) for p in paragraphs if p.strip()]
-    return [" ".join(" ".join(parts).split()) for parts in items if any(parts)]
+        paragraphs: list[tuple[int, list[str]]] = []
+        gap = True
+        for index, line in numbered:
+            if not line.strip():
+                gap = True
+                continue
+            if gap:
+                paragraphs.append((index, []))
+                gap = False
+            paragraphs[-1][1].append(line.strip())
+        items = paragraphs
+    return [DocLine(index + 1, " ".join(" ".join(parts).split())) for index, parts in items if any(parts)]
 
 
-def _required_gates(lines: list[str]) -> list[RequiredGate]:
+def _required_gates(numbered: list[tuple[int, str]]) -> list[RequiredGate]:
     gates: list[RequiredGate] = []
-    for text in _gate_items(lines):
+    for item in _items(numbered):
+        text = item.text
         commands = [span for span in _code_spans(text) if _looks_like_command(span)]
-        gates.append(RequiredGate(text=text, commands=commands, kind=_gate_kind(text, commands)))
+        gates.append(RequiredGate(text=text, commands=commands, kind=_gate_kind(text, commands), line=item.line))
     return gates
 
 
@@ -349,14 +373,16 @@ def parse_track_doc(text: str) -> TrackSpec:
         key = block.heading.lower()
         body = "\n".join(lines[block.start : block.end]).strip("\n")
         sections[key] = f"{sections[key]}\n\n{body}" if key in sections else body
-    allowed = _allowed_patterns(_qualifying_lines(lines, blocks, _is_allowed_heading))
-    required = _required_gates(_qualifying_lines(lines, blocks, _is_gates_heading))
+    allowed_lines = _qualifying_numbered(lines, blocks, _is_allowed_heading)
+    allowed = _allowed_patterns([line for _index, line in allowed_lines])
+    required = _required_gates(_qualifying_numbered(lines, blocks, _is_gates_heading))
     return TrackSpec(
         title=title,
         allowed=allowed,
         required_gates=required,
         compose=_compose_gate(required),
         sections=sections,
+        scope_lines=_items(allowed_lines),
     )
 
 
