@@ -49,11 +49,25 @@ class DocLine:
 
 @dataclass(frozen=True)
 class ComposeGate:
-    """A Docker Compose smoke gate: bring the stack up, run the smoke commands, tear it down."""
+    """A Docker Compose smoke gate: bring the stack up, run the smoke commands, tear it down.
+
+    `steps` is what runs between up and down, in the doc's order: each a command, or a bullet in
+    words that asks for a script to run there ("Run local smoke script (documented entrypoint)"),
+    which the gates fill with the script the change adds.
+    """
 
     up: str
     smoke: list[str]
     down: str
+    steps: list[SmokeStep] = field(default_factory=list, compare=False)
+
+
+@dataclass(frozen=True)
+class SmokeStep:
+    """One step between compose up and down: a command of the doc, or a bullet asking for a script."""
+
+    text: str  # the doc's bullet
+    command: str | None = None  # None: the bullet asks for a script in words
 
 
 @dataclass(frozen=True)
@@ -341,16 +355,39 @@ def _required_gates(numbered: list[tuple[int, str]]) -> list[RequiredGate]:
     return gates
 
 
+# A bullet in words that asks for a script to run ("Run local smoke script (documented entrypoint)").
+_SCRIPT_BULLET_RE = re.compile(r"\b(?:run|execute|invoke)\b.*\bscripts?\b|\bsmoke\s+(?:script|test)s?\b", re.I)
+
+
+def asks_for_a_script(text: str) -> bool:
+    """Whether a gate bullet without a command asks for a script to run at its place."""
+    return bool(_SCRIPT_BULLET_RE.search(text))
+
+
 def _compose_gate(gates: list[RequiredGate]) -> ComposeGate | None:
-    """Up, the commands after it, down: in the order the doc lists them, across bullets."""
-    commands = [command for gate in gates if gate.kind != "manual" for command in gate.commands]
-    up_index = next((i for i, c in enumerate(commands) if compose_subcommand(c) == "up"), None)
+    """Up, the steps after it, down: in the order the doc lists them, across bullets."""
+    steps: list[SmokeStep] = []
+    for gate in gates:
+        if gate.kind != "manual":
+            steps.extend(SmokeStep(gate.text, command) for command in gate.commands)
+        elif not gate.commands and asks_for_a_script(gate.text):
+            steps.append(SmokeStep(gate.text))
+    up_index = next((i for i, s in enumerate(steps) if s.command and compose_subcommand(s.command) == "up"), None)
     if up_index is None:
         return None
-    down_index = next((i for i, c in enumerate(commands) if i > up_index and compose_subcommand(c) == "down"), None)
+    down_index = next(
+        (i for i, s in enumerate(steps) if i > up_index and s.command and compose_subcommand(s.command) == "down"),
+        None,
+    )
     if down_index is None:
         return None
-    return ComposeGate(up=commands[up_index], smoke=commands[up_index + 1 : down_index], down=commands[down_index])
+    between = steps[up_index + 1 : down_index]
+    return ComposeGate(
+        up=str(steps[up_index].command),
+        smoke=[step.command for step in between if step.command],
+        down=str(steps[down_index].command),
+        steps=between,
+    )
 
 
 # --- the doc -------------------------------------------------------------------------------
