@@ -43,7 +43,7 @@ def grant_exception(services: Services, run_id: str, user: str) -> Run:
         )
     if stopped.exception_run is not None:
         raise ExceptionRefused(f"The exception for run `{run_id}` was already granted (run `{stopped.exception_run}`).")
-    latest = store.latest(stopped.repo, stopped.track)
+    latest = store.latest(stopped.repo, stopped.track, stopped.plan)
     # A run of this very exception that could not be queued does not count as newer.
     if latest is not None and latest.id != stopped.id and latest.exception_of != stopped.id:
         raise ExceptionRefused(

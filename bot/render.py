@@ -51,9 +51,16 @@ def mention(user_id: str) -> str:
     return f"<@{user_id}>"
 
 
+def knob_name(run: Run) -> str:
+    """What the run's knob number is called: NEXT_TRACK, or "next phase" for another plan kind."""
+    return "NEXT_TRACK" if run.plan == "tracks" else f"next {run.noun.lower()}"
+
+
 def track_title(run: Run) -> str:
-    """`Track 9: federation-security-hardening`."""
-    return f"Track {run.track}: {run.slug}"
+    """`Track 9: federation-security-hardening`; `Phase 17` when the slug only repeats the number."""
+    if run.slug == f"{run.noun.lower()}-{run.track}":
+        return f"{run.noun} {run.track}"
+    return f"{run.noun} {run.track}: {run.slug}"
 
 
 def section(text: str) -> dict[str, Any]:
@@ -305,7 +312,7 @@ def remains(run: Run) -> list[str]:
     if run.out_of_scope:
         todo.append("Check that the changes outside the doc's scope belong to this track.")
     if run.pr_number is not None:
-        todo.append(f"Review and merge PR #{run.pr_number}; then a maintainer approves advancing NEXT_TRACK.")
+        todo.append(f"Review and merge PR #{run.pr_number}; then a maintainer approves advancing {knob_name(run)}.")
     return todo
 
 
@@ -382,7 +389,7 @@ def report_markdown(run: Run, rules: Rules) -> str:
     todo = remains(run)
     if run.pr_number is None and run.commit_sha is not None:
         # The body of the PR being opened (or updated): it has no number yet, but it is what remains.
-        todo.append("Review and merge this PR; then a maintainer approves advancing NEXT_TRACK.")
+        todo.append(f"Review and merge this PR; then a maintainer approves advancing {knob_name(run)}.")
     parts += ["", "### What remains", *[f"- {line}" for line in todo]]
     parts += ["", f"_Run `{run.id}` by trackbot; requested by Slack user `{run.requested_by}`._"]
     return "\n".join(parts)
@@ -496,7 +503,7 @@ def report_blocks(run: Run) -> Blocks | None:
 
 def merge_prompt(run: Run, pr_number: int, new_track: int) -> tuple[str, Blocks]:
     """The question asked in the thread after the track's PR merged."""
-    text = f"PR #{pr_number} merged. Advance NEXT_TRACK from {run.track} to {new_track}?"
+    text = f"PR #{pr_number} merged. Advance {knob_name(run)} from {run.track} to {new_track}?"
     return text, [
         section(f":tada: {text}\nOnly a maintainer's approval counts."),
         buttons(
@@ -515,6 +522,8 @@ def help_text(suggestion: str | None = None) -> str:
         "• `/track run` — run the next track: branch, agent, guardrails, gates, one commit, PR\n"
         "• `/track run --dry-run` — everything but the push and the PR; the report shows the diff stat\n"
         "• `/track advance` — (maintainers) advance NEXT_TRACK after the track's PR merged\n"
+        "• `--plan NAME` — after `run`, `status`, `advance` or `plan`: another plan kind of the repository "
+        "(e.g. `/track run --plan phases` runs the next phase)\n"
         "• `/track plan` — every track of the plan: merged, next, upcoming\n"
         "• `/track history` — the last 10 runs: who, when, outcome, PR\n"
         "• `/track help` — this message"

@@ -155,6 +155,8 @@ class Run(BaseModel):
     id: str = Field(default_factory=new_run_id)
     repo: str
     track: int
+    noun: str = "Track"  # what one item of its plan is called ("Phase")
+    plan: str = "tracks"  # the plan kind (bot.rules.Rules.plan): `tracks`, `phases`, or the repository's own
     slug: str
     doc: str
     plan_version: str | None = None
@@ -215,6 +217,8 @@ class Run(BaseModel):
             slug=self.slug,
             doc=self.doc,
             plan_version=self.plan_version,
+            plan=self.plan,
+            noun=self.noun,
             branch=self.branch,
             requested_by=requested_by,
             channel=self.channel,
