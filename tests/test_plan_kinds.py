@@ -29,7 +29,7 @@ def test_the_phases_preset_names_its_knob_docs_branch_commit_pr_and_advance() ->
 def test_the_phase_knob_is_read_and_advanced_by_its_own_member() -> None:
     assert parse_knob(PHASE_KNOB, "configs/NEXT_PHASE.json", "next").next_track == 17
     assert advance_knob_text(PHASE_KNOB, 17, 18, "configs/NEXT_PHASE.json", "next") == PHASE_KNOB.replace("17", "18")
-    with pytest.raises(KnobError, match='next is missing; it must name the next number, e.g. "next": 9'):
+    with pytest.raises(KnobError, match="next is missing; it must name the next number"):
         parse_knob('{"next_track": 3}', "configs/NEXT_PHASE.json", "next")
 
 
