@@ -18,7 +18,7 @@ from bot.knob import KnobError, NextTrack, parse_knob
 from bot.metrics import worker_beats
 from bot.plan import DocNotFound, TrackDoc, known_plan_numbers, resolve_plan_doc
 from bot.queueing import QueueingError, enqueue_run
-from bot.render import STATE_WORDS, STEP_TITLES, help_text, mention, parent_text, section
+from bot.render import STATE_WORDS, STEP_TITLES, help_text, mention, parent_text, section, track_title
 from bot.repo_rules import RepoRulesError
 from bot.retry import RetryError, retry_run
 from bot.rules import Rules
@@ -312,12 +312,12 @@ class Commands:
         latest = None if dry_run else services.store.latest(repo, knob.next_track, view.rules.plan)
         if latest is not None and latest.state is RunState.PR_OPEN:
             return Reply(
-                f"Track {latest.track} already has PR #{latest.pr_number} open: {latest.pr_url}. "
+                f"{latest.noun} {latest.track} already has PR #{latest.pr_number} open: {latest.pr_url}. "
                 "Merge it, then a maintainer approves advancing NEXT_TRACK."
             )
         if latest is not None and latest.state is RunState.MERGED:
             return Reply(
-                f"Track {latest.track}'s PR #{latest.pr_number} is merged and waits for a maintainer "
+                f"{latest.noun} {latest.track}'s PR #{latest.pr_number} is merged and waits for a maintainer "
                 f"to approve advancing NEXT_TRACK ({self.link(latest)}, or `/track advance`)."
             )
         run = Run(
@@ -339,7 +339,7 @@ class Commands:
             if busy is None:
                 return Reply("Another run holds this repository; try again in a moment.")
             return Reply(
-                f"Track {busy.track} is already {STATE_WORDS[busy.state]} for {run.repo} "
+                f"{busy.noun} {busy.track} is already {STATE_WORDS[busy.state]} for {run.repo} "
                 f"(queued by {mention(busy.requested_by)}): {self.link(busy)}. "
                 "One run per repository at a time."
             )
@@ -361,7 +361,7 @@ class Commands:
             repo,
             "dry run" if dry_run else "queued",
             run.id,
-            f"Track {run.track}: {run.slug}",
+            track_title(run),
         )
         return Reply(f"Queued {parent_text(run)}. Progress follows in {self.link(run)}.{self.no_worker_note()}")
 
@@ -398,7 +398,7 @@ def describe_run(run: Run) -> str:
     pr = f", PR #{run.pr_number} {run.pr_url}" if run.pr_number else ""
     reason = run.stop_reason or run.error
     why = f" ({reason})" if reason and run.state in (RunState.STOPPED, RunState.FAILED) else ""
-    return f"Track {run.track}: {run.slug} — {STATE_WORDS[run.state]}{why} — {mention(run.requested_by)}, {when}{pr}"
+    return f"{track_title(run)} — {STATE_WORDS[run.state]}{why} — {mention(run.requested_by)}, {when}{pr}"
 
 
 def _cancel_allowed(services: Services, user: str, run: Run | None) -> bool:
