@@ -14,8 +14,8 @@ from bot.adapters.github import GitHubError, GitHubFiles, StaleFile
 from bot.adapters.slack import SlackError
 from bot.commands import Reply
 from bot.knob import KnobError, advance_knob_text, parse_knob
-from bot.plan import TrackDoc, resolve_track_doc
-from bot.render import mention, merge_prompt, section
+from bot.plan import TrackDoc, resolve_plan_doc
+from bot.render import knob_name, mention, merge_prompt, section
 from bot.repo_rules import RepoRulesError
 from bot.runs import Run, RunState
 from bot.services import Services
@@ -94,22 +94,23 @@ class Advancer:
         )
         return Reply("Dismissed.", ephemeral=True)
 
-    def advance_command(self, repo: str, user: str, channel: str) -> Reply:
-        """`/track advance`: a maintainer advances once the current track's PR is merged."""
+    def advance_command(self, repo: str, user: str, channel: str, plan: str = "tracks") -> Reply:
+        """`/track advance [--plan NAME]`: a maintainer advances once the current track's PR is merged."""
         services = self.services
         if not services.roles.is_maintainer(user):
             return self.refusal(user, None, "/track advance") or Reply("Only maintainers advance NEXT_TRACK.")
         try:
-            knob_path = services.repo_rules(repo).rules.knob_path
+            rules = services.repo_rules(repo).for_plan(plan).rules
+            knob_path = rules.knob_path
             found = services.github(repo).read_text(knob_path, services.settings.base_branch)
             if found is None:
                 return Reply(f"`{knob_path}` does not exist on main of {repo}.")
-            knob = parse_knob(found[0], knob_path)
+            knob = parse_knob(found[0], knob_path, rules.knob_field)
         except (KnobError, RepoRulesError) as error:
             return Reply(f":warning: {error}")
         except GitHubError as error:
             return Reply(f":warning: I could not read the knob: {services.redact(str(error))}. Try again shortly.")
-        run = services.store.latest(repo, knob.next_track)
+        run = services.store.latest(repo, knob.next_track, rules.plan)
         if run is None or run.pr_number is None:
             return Reply(f"Track {knob.next_track} has no PR from trackbot yet; `/track run` first.")
         if run.state is RunState.PR_OPEN:
@@ -150,7 +151,7 @@ class Advancer:
         services = self.services
         github = services.github(run.repo)
         try:
-            rules = services.repo_rules(run.repo).rules
+            rules = services.repo_rules(run.repo).for_plan(run.plan).rules
         except RepoRulesError as error:
             return Reply(f":warning: {error}. Nothing was changed.")
         except GitHubError as error:
@@ -163,7 +164,7 @@ class Advancer:
                 if found is None:
                     return Reply(f"`{path}` is gone from {branch}; not advancing.")
                 text, sha = found
-                knob = parse_knob(text, path)
+                knob = parse_knob(text, path, rules.knob_field)
                 if knob.next_track == new:
                     self._mark_advanced(run, user, new, note="someone else already advanced it")
                     return Reply(f"NEXT_TRACK is already {new}; nothing to do.")
@@ -171,7 +172,7 @@ class Advancer:
                     return Reply(f"NEXT_TRACK is now {knob.next_track}, not {old}; not advancing.")
                 github.update_file(
                     path,
-                    advance_knob_text(text, old, new),
+                    advance_knob_text(text, old, new, path, rules.knob_field),
                     sha,
                     rules.advance_message(old, new),
                     branch,
@@ -183,7 +184,7 @@ class Advancer:
             except GitHubError as error:
                 return Reply(f":boom: {services.redact(str(error))}. Nothing was changed; try again.")
             self._mark_advanced(run, user, new)
-            return Reply(f"Advanced NEXT_TRACK from {old} to {new}.", ephemeral=True)
+            return Reply(f"Advanced {knob_name(run)} from {old} to {new}.", ephemeral=True)
         return Reply("The knob kept changing under me; not advancing. Check it and try again.")
 
     def _mark_advanced(self, run: Run, user: str, new: int, note: str = "") -> None:
@@ -193,28 +194,32 @@ class Advancer:
         audit.record(services.redis, "approved", user, run.repo, f"advance {run.track} → {new}", run.id)
         if not note:
             audit.record(services.redis, "knob_advanced", user, run.repo, f"next_track {run.track} → {new}", run.id)
-        next_words = self._describe_track(run.repo, new)
+        next_words = self._describe_track(run.repo, new, run.plan)
         extra = f" ({note})" if note else ""
         self._close_prompt(
             run,
-            f":arrow_right: NEXT_TRACK advanced from {run.track} to {new} by {mention(user)}{extra}. "
+            f":arrow_right: {knob_name(run)} advanced from {run.track} to {new} by {mention(user)}{extra}. "
             f"Next: {next_words}.",
         )
 
-    def _describe_track(self, repo: str, number: int) -> str:
+    def _describe_track(self, repo: str, number: int, plan: str = "tracks") -> str:
         services = self.services
         github = services.github(repo)
+        noun, command = "Track", "/track run" if plan == "tracks" else f"/track run --plan {plan}"
         try:
-            knob_path = services.repo_rules(repo).rules.knob_path
-            found = github.read_text(knob_path, services.settings.base_branch)
+            rules = services.repo_rules(repo).for_plan(plan).rules
+            noun = rules.noun
+            found = github.read_text(rules.knob_path, services.settings.base_branch)
             if found is None:
-                return f"Track {number}"
-            doc = resolve_track_doc(parse_knob(found[0]), number, GitHubFiles(github, services.settings.base_branch))
+                return f"{noun} {number}"
+            knob = parse_knob(found[0], rules.knob_path, rules.knob_field)
+            files = GitHubFiles(github, services.settings.base_branch)
+            doc = resolve_plan_doc(knob, number, files, rules.doc_template)
         except (GitHubError, KnobError, RepoRulesError):
-            return f"Track {number}"
+            return f"{noun} {number}"
         if isinstance(doc, TrackDoc):
-            return f"Track {number}: {doc.slug} (`{doc.path}`); `/track run` starts it"
-        return f"Track {number}, which has no doc yet ({doc.message})"
+            return f"{noun} {number}: {doc.slug} (`{doc.path}`); `{command}` starts it"
+        return f"{noun} {number}, which has no doc yet ({doc.message})"
 
     def _close_prompt(self, run: Run, text: str) -> None:
         """Say the outcome in the thread, and take the buttons off the prompt so nobody clicks again."""

@@ -16,9 +16,9 @@ from bot.adapters.slack import SlackError
 from bot.cancel import CancelStatus, cancel_active
 from bot.knob import KnobError, NextTrack, parse_knob
 from bot.metrics import worker_beats
-from bot.plan import DocNotFound, TrackDoc, known_tracks, resolve_track_doc
+from bot.plan import DocNotFound, TrackDoc, known_plan_numbers, resolve_plan_doc
 from bot.queueing import QueueingError, enqueue_run
-from bot.render import STATE_WORDS, STEP_TITLES, help_text, mention, parent_text, section
+from bot.render import STATE_WORDS, STEP_TITLES, help_text, mention, parent_text, section, track_title
 from bot.repo_rules import RepoRulesError
 from bot.retry import RetryError, retry_run
 from bot.rules import Rules
@@ -58,6 +58,9 @@ class Commands:
     def dispatch(self, text: str, user: str, channel: str) -> Reply:
         """Route `/track <text>`; anything unknown gets the help."""
         words = text.split()
+        plan, words = _plan_option(words)
+        if plan == "":
+            return Reply("`--plan` needs the plan's name, e.g. `/track run --plan phases`. " + help_text())
         name = words[0].lower() if words else "help"
         if name == "help":
             return Reply(help_text())
@@ -68,14 +71,17 @@ class Commands:
         repo = self.services.settings.repository_for_channel(channel)
         if repo is None:
             return Reply(self.not_set_up(channel))
+        if plan is not None and name not in ("status", "run", "advance", "plan"):
+            return Reply(f"`/track {name}` does not take `--plan`: it acts on the repository's runs. " + help_text())
+        plan = plan or "tracks"
         if name == "status":
-            return self.status(repo)
+            return self.status(repo, plan)
         if name == "run":
             flags = {w.lower() for w in words[1:]}
             unknown = flags - {"--dry-run"}
             if unknown:
                 return Reply(f"`/track run` does not take {', '.join(sorted(unknown))}. " + help_text())
-            return self.run(repo, user, channel, dry_run="--dry-run" in flags)
+            return self.run(repo, user, channel, dry_run="--dry-run" in flags, plan=plan)
         if name == "cancel":
             return self.cancel(repo, user)
         if name == "retry":
@@ -83,12 +89,12 @@ class Commands:
         if name == "audit":
             return self.audit(repo, user)
         if name == "plan":
-            return self.plan(repo)
+            return self.plan(repo, plan)
         if name == "history":
             return self.history(repo)
         from bot.advance import Advancer  # advance imports commands' Reply
 
-        return Advancer(self.services).advance_command(repo, user, channel)
+        return Advancer(self.services).advance_command(repo, user, channel, plan)
 
     def not_set_up(self, channel: str) -> str:
         """Why a channel cannot use /track, and where to go instead."""
@@ -97,18 +103,18 @@ class Commands:
             f"This channel is not set up for trackbot. Use {where}, or ask an operator to add it to TRACKBOT_CHANNELS."
         )
 
-    def read_next_track(self, repo: str) -> NextTrackView | Reply:
+    def read_next_track(self, repo: str, plan: str = "tracks") -> NextTrackView | Reply:
         """The knob and the next track's doc from main, or a Reply saying why they cannot be read."""
         services = self.services
         try:
-            rules = services.repo_rules(repo).rules
+            rules = services.repo_rules(repo).for_plan(plan).rules
             knob_path = rules.knob_path
             github, base = services.github(repo), services.settings.base_branch
             found = github.read_text(knob_path, base)
             if found is None:
                 return Reply(f":warning: `{knob_path}` does not exist on `{base}` of {repo}. Add it, then try again.")
-            knob = parse_knob(found[0], knob_path)
-            doc = resolve_track_doc(knob, knob.next_track, GitHubFiles(github, base))
+            knob = parse_knob(found[0], knob_path, rules.knob_field)
+            doc = resolve_plan_doc(knob, knob.next_track, GitHubFiles(github, base), rules.doc_template)
         except (KnobError, RepoRulesError) as error:
             return Reply(f":warning: {error}")
         except GitHubError as error:
@@ -118,13 +124,13 @@ class Commands:
             )
         return NextTrackView(knob, doc, rules)
 
-    def status(self, repo: str) -> Reply:
+    def status(self, repo: str, plan: str = "tracks") -> Reply:
         """A card: plan version, the next track and a link to its doc, its state, queue position, last run."""
-        view = self.read_next_track(repo)
+        view = self.read_next_track(repo, plan)
         if isinstance(view, Reply):
             return view
-        knob, doc = view.knob, view.doc
-        head = f"*{repo}* — plan `{knob.plan_version or '-'}`, NEXT_TRACK = *{knob.next_track}*"
+        knob, doc, rules = view.knob, view.doc, view.rules
+        head = f"*{repo}* — plan `{knob.plan_version or '-'}`, {knob_label(rules)} = *{knob.next_track}*"
         if isinstance(doc, DocNotFound):
             text = f"{head}\n:octagonal_sign: No doc for the next track. {doc.message}"
             return Reply(text, [section(text)], ephemeral=False)
@@ -132,8 +138,8 @@ class Commands:
         doc_url = f"{settings.github_web_url}/{repo}/blob/{settings.base_branch}/{doc.path}"
         lines = [
             head,
-            f"Track {doc.number}: *{doc.slug}* — doc <{doc_url}|`{doc.path}`>",
-            "State: " + self.describe_state(repo, knob.next_track),
+            f"{rules.noun} {doc.number}: *{doc.slug}* — doc <{doc_url}|`{doc.path}`>",
+            "State: " + self.describe_state(repo, knob.next_track, rules.plan),
         ]
         position = self.queue_position(repo)
         if position is not None:
@@ -207,15 +213,16 @@ class Commands:
         ids = self.services.queue.get_job_ids()
         return ids.index(holder) + 1 if holder in ids else None
 
-    def plan(self, repo: str) -> Reply:
+    def plan(self, repo: str, plan: str = "tracks") -> Reply:
         """Every track of the plan with its state: merged (with its PR), next, upcoming."""
-        view = self.read_next_track(repo)
+        view = self.read_next_track(repo, plan)
         if isinstance(view, Reply):
             return view
-        knob = view.knob
+        knob, rules = view.knob, view.rules
         services = self.services
         try:
-            numbers = known_tracks(knob, GitHubFiles(services.github(repo), services.settings.base_branch))
+            files = GitHubFiles(services.github(repo), services.settings.base_branch)
+            numbers = known_plan_numbers(knob, files, rules.doc_template)
         except GitHubError as error:
             return Reply(f":warning: I could not list the plan's tracks: {services.redact(str(error))}.")
         numbers = sorted(set(numbers) | {knob.next_track})
@@ -223,13 +230,15 @@ class Commands:
         lines = [f"*{repo}* — plan `{knob.plan_version or '-'}`"]
         for number in numbers:
             entry = knob.entry(number)
-            name = f"Track {number}" + (f": {entry.slug}" if entry else "")
-            done = next((r for r in runs if r.track == number and r.state is RunState.ADVANCED), None)
+            name = f"{rules.noun} {number}" + (f": {entry.slug}" if entry else "")
+            done = next(
+                (r for r in runs if r.track == number and r.plan == rules.plan and r.state is RunState.ADVANCED), None
+            )
             if number < knob.next_track:
                 pr = f" — PR #{done.pr_number} {done.pr_url}" if done and done.pr_number else ""
                 lines.append(f":white_check_mark: {name} — merged{pr}")
             elif number == knob.next_track:
-                lines.append(f":arrow_right: {name} — next: {self.describe_state(repo, number)}")
+                lines.append(f":arrow_right: {name} — next: {self.describe_state(repo, number, rules.plan)}")
             else:
                 lines.append(f":white_circle: {name} — upcoming")
         text = "\n".join(lines)
@@ -244,7 +253,7 @@ class Commands:
         text = "\n".join(lines)
         return Reply(text, [section(text)], ephemeral=False)
 
-    def describe_state(self, repo: str, track: int) -> str:
+    def describe_state(self, repo: str, track: int, plan: str = "tracks") -> str:
         """idle, queued, running (with its step), PR open, merged awaiting advance, failed..."""
         store = self.services.store
         holder = store.lock_holder(repo)
@@ -253,7 +262,7 @@ class Commands:
             if active.state is RunState.RUNNING and active.current_step:
                 return f"running — {STEP_TITLES.get(active.current_step, active.current_step)} ({self.link(active)})"
             return f"{STATE_WORDS[active.state]} ({self.link(active)})"
-        latest = store.latest(repo, track)
+        latest = store.latest(repo, track, plan)
         if latest is None:
             return "idle — no run yet; `/track run` starts one"
         words = STATE_WORDS[latest.state]
@@ -286,28 +295,29 @@ class Commands:
                 return busy
             time.sleep(0.05)
 
-    def run(self, repo: str, user: str, channel: str, dry_run: bool = False) -> Reply:
-        """Queue a run of the next track, unless the repository is busy or the track is not ready."""
+    def run(self, repo: str, user: str, channel: str, dry_run: bool = False, plan: str = "tracks") -> Reply:
+        """Queue a run of the next track (of plan kind `plan`), unless the repository is busy or the
+        track is not ready."""
         services = self.services
         if not services.roles.may_run(user):
             audit.record(services.redis, "run_refused", user, repo, "not a runner")
             return Reply(f":no_entry: You may not start runs. Ask one of: {services.roles.who_may_run()}.")
-        view = self.read_next_track(repo)
+        view = self.read_next_track(repo, plan)
         if isinstance(view, Reply):
             return view
         knob, doc = view.knob, view.doc
         if isinstance(doc, DocNotFound):
             audit.record(services.redis, "run_refused", user, repo, "no doc", detail=doc.message)
             return Reply(f":octagonal_sign: STOP — {doc.message}", ephemeral=False)
-        latest = None if dry_run else services.store.latest(repo, knob.next_track)
+        latest = None if dry_run else services.store.latest(repo, knob.next_track, view.rules.plan)
         if latest is not None and latest.state is RunState.PR_OPEN:
             return Reply(
-                f"Track {latest.track} already has PR #{latest.pr_number} open: {latest.pr_url}. "
+                f"{latest.noun} {latest.track} already has PR #{latest.pr_number} open: {latest.pr_url}. "
                 "Merge it, then a maintainer approves advancing NEXT_TRACK."
             )
         if latest is not None and latest.state is RunState.MERGED:
             return Reply(
-                f"Track {latest.track}'s PR #{latest.pr_number} is merged and waits for a maintainer "
+                f"{latest.noun} {latest.track}'s PR #{latest.pr_number} is merged and waits for a maintainer "
                 f"to approve advancing NEXT_TRACK ({self.link(latest)}, or `/track advance`)."
             )
         run = Run(
@@ -316,6 +326,8 @@ class Commands:
             slug=doc.slug,
             doc=doc.path,
             plan_version=knob.plan_version,
+            plan=view.rules.plan,
+            noun=view.rules.noun,
             branch=view.rules.branch(doc.number, doc.slug),
             requested_by=user,
             channel=channel,
@@ -327,7 +339,7 @@ class Commands:
             if busy is None:
                 return Reply("Another run holds this repository; try again in a moment.")
             return Reply(
-                f"Track {busy.track} is already {STATE_WORDS[busy.state]} for {run.repo} "
+                f"{busy.noun} {busy.track} is already {STATE_WORDS[busy.state]} for {run.repo} "
                 f"(queued by {mention(busy.requested_by)}): {self.link(busy)}. "
                 "One run per repository at a time."
             )
@@ -349,9 +361,35 @@ class Commands:
             repo,
             "dry run" if dry_run else "queued",
             run.id,
-            f"Track {run.track}: {run.slug}",
+            track_title(run),
         )
         return Reply(f"Queued {parent_text(run)}. Progress follows in {self.link(run)}.{self.no_worker_note()}")
+
+
+def _plan_option(words: list[str]) -> tuple[str | None, list[str]]:
+    """(the `--plan NAME` (or `--plan=NAME`) of a command, the other words); "" when NAME is missing."""
+    rest: list[str] = []
+    plan: str | None = None
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word.lower() == "--plan":
+            plan = words[index + 1].lower() if index + 1 < len(words) else ""
+            index += 2
+            continue
+        if word.lower().startswith("--plan="):
+            plan = word.split("=", 1)[1].lower()
+        else:
+            rest.append(word)
+        index += 1
+    return plan, rest
+
+
+def knob_label(rules: Rules) -> str:
+    """What the knob's number is called: NEXT_TRACK for the track runner, else its file and member."""
+    if rules.plan == "tracks" and rules.knob_field == "next_track":
+        return "NEXT_TRACK"
+    return f"`{rules.knob_path.rsplit('/', 1)[-1]}` {rules.knob_field}"
 
 
 def describe_run(run: Run) -> str:
@@ -360,7 +398,7 @@ def describe_run(run: Run) -> str:
     pr = f", PR #{run.pr_number} {run.pr_url}" if run.pr_number else ""
     reason = run.stop_reason or run.error
     why = f" ({reason})" if reason and run.state in (RunState.STOPPED, RunState.FAILED) else ""
-    return f"Track {run.track}: {run.slug} — {STATE_WORDS[run.state]}{why} — {mention(run.requested_by)}, {when}{pr}"
+    return f"{track_title(run)} — {STATE_WORDS[run.state]}{why} — {mention(run.requested_by)}, {when}{pr}"
 
 
 def _cancel_allowed(services: Services, user: str, run: Run | None) -> bool:

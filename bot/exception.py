@@ -11,6 +11,7 @@ Who may grant is the caller's check (maintainers only); this module checks the r
 from __future__ import annotations
 
 from bot.queueing import QueueingError, enqueue_run
+from bot.render import track_title
 from bot.runs import Run, RunState
 from bot.services import Services
 from bot.store import HELD_CHANGE_TTL_S
@@ -31,7 +32,7 @@ def grant_exception(services: Services, run_id: str, user: str) -> Run:
     stopped = store.get(run_id)
     if stopped is None:
         raise ExceptionRefused(f"There is no run `{run_id}`.")
-    title = f"Track {stopped.track}: {stopped.slug}"
+    title = track_title(stopped)
     if (
         stopped.state is not RunState.STOPPED
         or not stopped.exception_paths
@@ -43,7 +44,7 @@ def grant_exception(services: Services, run_id: str, user: str) -> Run:
         )
     if stopped.exception_run is not None:
         raise ExceptionRefused(f"The exception for run `{run_id}` was already granted (run `{stopped.exception_run}`).")
-    latest = store.latest(stopped.repo, stopped.track)
+    latest = store.latest(stopped.repo, stopped.track, stopped.plan)
     # A run of this very exception that could not be queued does not count as newer.
     if latest is not None and latest.id != stopped.id and latest.exception_of != stopped.id:
         raise ExceptionRefused(

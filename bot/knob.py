@@ -219,8 +219,11 @@ def _join_problems(path: str, problems: list[str]) -> str:
     return f"{path} is not valid: {listing}. Fix {path} on main, then try again."
 
 
-def parse_knob(text: str, path: str = KNOB_PATH) -> NextTrack:
+def parse_knob(text: str, path: str = KNOB_PATH, field: str = "next_track") -> NextTrack:
     """Parse the knob's text into a :class:`NextTrack`.
+
+    `field` is the member that holds the next number: ``next_track`` for the track runner, ``next``
+    for the phase runner (``{"plan_version": "v1.02", "next": 17}``); it is read as ``next_track``.
 
     Raises :class:`KnobError` for invalid JSON (with line and column), a top level that
     is not an object, and every field problem at once (missing or non-integer
@@ -235,10 +238,16 @@ def parse_knob(text: str, path: str = KNOB_PATH) -> NextTrack:
     if not isinstance(data, dict):
         problem = f"the top level must be a JSON object {{...}}, not {type(data).__name__}"
         raise KnobError(f"{path} cannot be read: {problem}. Fix {path} on main, then try again.", [problem])
+    if field != "next_track":
+        if field not in data:
+            problem = f'{field} is missing; it must name the next number, e.g. "{field}": 9'
+            raise KnobError(_join_problems(path, [problem]), [problem])
+        data = {key: value for key, value in data.items() if key != "next_track"}
+        data["next_track"] = data.pop(field)
     try:
         return NextTrack.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe_error(error) for error in exc.errors()]
+        problems = [_describe_error(error).replace("next_track", field) for error in exc.errors()]
         raise KnobError(_join_problems(path, problems), problems) from None
 
 
@@ -288,7 +297,7 @@ def _top_level_key_value_spans(text: str, key: str) -> list[tuple[int, int]]:
     return spans
 
 
-def advance_knob_text(text: str, expected: int, new: int, path: str = KNOB_PATH) -> str:
+def advance_knob_text(text: str, expected: int, new: int, path: str = KNOB_PATH, field: str = "next_track") -> str:
     """Return ``text`` with only the ``next_track`` value changed from ``expected`` to ``new``.
 
     Every other byte (indentation, key order, other fields, trailing newline) is kept,
@@ -298,22 +307,22 @@ def advance_knob_text(text: str, expected: int, new: int, path: str = KNOB_PATH)
     member cannot be found exactly once.
     """
     if isinstance(new, bool) or not isinstance(new, int) or new < 1:
-        raise KnobError(f"Cannot set next_track to {new!r} in {path}: it must be a whole number of 1 or more.")
-    knob = parse_knob(text, path)
+        raise KnobError(f"Cannot set {field} to {new!r} in {path}: it must be a whole number of 1 or more.")
+    knob = parse_knob(text, path, field)
     if knob.next_track != expected:
         raise KnobError(
-            f"{path} on main says next_track is {knob.next_track}, not {expected}: someone else changed it. "
+            f"{path} on main says {field} is {knob.next_track}, not {expected}: someone else changed it. "
             f"Check {path} on main and the track history, then try again."
         )
-    spans = _top_level_key_value_spans(text, "next_track")
+    spans = _top_level_key_value_spans(text, field)
     if len(spans) != 1 or spans[0][0] == spans[0][1]:
         raise KnobError(
-            f'Cannot find exactly one top-level "next_track": <number> in {path} to edit '
-            f"(found {len(spans)}). Edit next_track in {path} on main by hand."
+            f'Cannot find exactly one top-level "{field}": <number> in {path} to edit '
+            f"(found {len(spans)}). Edit {field} in {path} on main by hand."
         )
     start, end = spans[0]
     updated = text[:start] + str(new) + text[end:]
     # Prove the edit did what it claims before anyone commits it.
-    if parse_knob(updated, path).next_track != new:  # pragma: no cover - defensive
-        raise KnobError(f"Editing next_track in {path} did not produce {new}. Edit it on main by hand.")
+    if parse_knob(updated, path, field).next_track != new:  # pragma: no cover - defensive
+        raise KnobError(f"Editing {field} in {path} did not produce {new}. Edit it on main by hand.")
     return updated

@@ -299,3 +299,58 @@ def known_tracks(knob: NextTrack, files: RepoFiles) -> list[int]:
         numbers |= _numbers_in_folder(plan_folder, files)
     numbers |= _numbers_in_folder(LEGACY_TRACKS_FOLDER, files)
     return sorted(numbers)
+
+
+SOURCE_TEMPLATE = "the plan's doc pattern"
+
+
+def _template_path(knob: NextTrack, number: int, template: str) -> str | None:
+    """The doc path a plan's pattern names for `number` (a `*` left for the caller), or None without a
+    plan_version the pattern needs."""
+    if "{plan_version}" in template and not knob.plan_version:
+        return None
+    return template.format(plan_version=knob.plan_version or "", n=number)
+
+
+def resolve_plan_doc(knob: NextTrack, number: int, files: RepoFiles, template: str = "") -> TrackDoc | DocNotFound:
+    """The doc of item `number` of a plan: the track runner's search when `template` is empty, else the
+    path the plan's pattern names (`docs/plan/{plan_version}/phases/phase-{n}.md`; a `*` in the file
+    name matches the one file there). The slug is the knob's, else the file's name."""
+    if not template:
+        return resolve_track_doc(knob, number, files)
+    entry = knob.entry(number)
+    if entry is not None and entry.doc is not None and files.read_text(entry.doc) is not None:
+        return TrackDoc(number=number, slug=entry.slug, path=entry.doc, source=SOURCE_KNOB)
+    pattern = _template_path(knob, number, template)
+    if pattern is None:
+        return DocNotFound(number, [f"{template} (skipped: the knob has no plan_version)"], [])
+    folder, _, name = pattern.rpartition("/")
+    if "*" in name:
+        regex = re.compile(re.escape(name).replace(r"\*", ".*") + r"\Z")
+        matches = sorted(n for n in files.list_dir(folder) or [] if regex.match(n))
+        path = f"{folder}/{matches[0]}" if matches else None
+    else:
+        path = pattern if files.read_text(pattern) is not None else None
+    if path is None:
+        return DocNotFound(number, [pattern], known_plan_numbers(knob, files, template))
+    stem = path.rsplit("/", 1)[-1].removesuffix(".md")
+    slug = entry.slug if entry is not None else slug_from_text(stem) or f"item-{number}"
+    return TrackDoc(number=number, slug=slug, path=path, source=SOURCE_TEMPLATE)
+
+
+def known_plan_numbers(knob: NextTrack, files: RepoFiles, template: str = "") -> list[int]:
+    """The numbers of a plan that have a doc (the track runner's search when `template` is empty)."""
+    if not template:
+        return known_tracks(knob, files)
+    pattern = _template_path(knob, 0, template.replace("{n}", "\x00"))
+    if pattern is None:
+        return sorted(knob.track_numbers())
+    folder, _, name = pattern.rpartition("/")
+    parts = [re.escape(piece).replace(r"\*", ".*") for piece in name.split("\x00")]
+    regex = re.compile("([1-9][0-9]*)".join(parts) + r"\Z")
+    numbers = set(knob.track_numbers())
+    for entry in files.list_dir(folder) or []:
+        match = regex.match(entry)
+        if match and match.groups():
+            numbers.add(int(match.group(1)))
+    return sorted(numbers)

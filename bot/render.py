@@ -7,7 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.rules import Rules
-from bot.runs import UNCONFINED_WARNING, DocGateCheck, GateResult, GateStatus, GuardrailConflict, Outcome, Run, RunState
+from bot.runs import (
+    UNCONFINED_WARNING,
+    DocGateCheck,
+    GateResult,
+    GateStatus,
+    GuardrailConflict,
+    Outcome,
+    Run,
+    RunState,
+    ScopeMatch,
+)
 
 STEP_TITLES: dict[str, str] = {
     "preflight": "Preflight: fresh branch from origin/main",
@@ -51,9 +61,16 @@ def mention(user_id: str) -> str:
     return f"<@{user_id}>"
 
 
+def knob_name(run: Run) -> str:
+    """What the run's knob number is called: NEXT_TRACK, or "next phase" for another plan kind."""
+    return "NEXT_TRACK" if run.plan == "tracks" else f"next {run.noun.lower()}"
+
+
 def track_title(run: Run) -> str:
-    """`Track 9: federation-security-hardening`."""
-    return f"Track {run.track}: {run.slug}"
+    """`Track 9: federation-security-hardening`; `Phase 17` when the slug only repeats the number."""
+    if run.slug == f"{run.noun.lower()}-{run.track}":
+        return f"{run.noun} {run.track}"
+    return f"{run.noun} {run.track}: {run.slug}"
 
 
 def section(text: str) -> dict[str, Any]:
@@ -131,6 +148,25 @@ def _command_lines(run: Run) -> list[str]:
 
 NO_GATE = "no gate applies to this change (no Go files changed, no script added, no deploy change)"
 GATE_TAIL_CHARS = 4000
+# What the run stopped at, in words, for a report whose gates never ran.
+_STOPPED_AT = {"guardrails": "the guardrails", "agent": "the agent", "preflight": "preflight", "format": "format"}
+
+
+def no_gate_text(run: Run) -> str:
+    """Why a report lists no gate: none applied, or the run ended before the gates step.
+
+    A run that STOPs at the guardrails never ran its gates; saying "no gate applies" there would
+    claim no Go file changed when the gates simply never looked.
+    """
+    if any(step.name == "gates" for step in run.steps):
+        return NO_GATE
+    ended = next(
+        (s for s in reversed(run.steps) if s.outcome in (Outcome.STOPPED, Outcome.FAILED, Outcome.ERROR)), None
+    )
+    if ended is None:
+        return "gates not run: the run ended before the gates"
+    verb = "stopped" if ended.outcome is Outcome.STOPPED else "failed"
+    return f"gates not run: the run {verb} at {_STOPPED_AT.get(ended.name, ended.name)}"
 
 
 def _gate_summary(gate: GateResult, bold: str) -> str:
@@ -150,7 +186,7 @@ def _fence(text: str) -> str:
 
 def _gate_lines(run: Run) -> list[str]:
     if not run.gates:
-        return [f"- {NO_GATE}"]
+        return [f"- {no_gate_text(run)}"]
     lines = []
     for gate in run.gates:
         lines.append(f"- {_gate_summary(gate, '**')}")
@@ -189,8 +225,41 @@ def _invariant_lines(run: Run) -> list[str]:
     return lines
 
 
-def _conflict_line(conflict: GuardrailConflict) -> str:
-    return f"the doc allows `{conflict.allowed}`, the procedure forbids `{conflict.forbidden}` (`{conflict.path}`)"
+def conflict_line(conflict: GuardrailConflict) -> str:
+    """A guardrail conflict in words: which of the doc's words allow the path, and what forbids it."""
+    if conflict.by_words:
+        return (
+            f'the doc\'s line {conflict.doc_line} ("{_plain(conflict.doc_words)}") names `{conflict.path}` '
+            f"({conflict.allowed}); the procedure forbids `{conflict.forbidden}`"
+        )
+    line = f" (the doc's line {conflict.doc_line})" if conflict.doc_line else ""
+    return (
+        f"the doc allows `{conflict.allowed}`, the procedure forbids `{conflict.forbidden}` (`{conflict.path}`){line}"
+    )
+
+
+def _plain(words: str, limit: int = 160) -> str:
+    """The doc's words for a quote: emphasis and backticks dropped (they would break the report's own)."""
+    text = re.sub(r"(\*\*|__)(.+?)\1", r"\2", words).replace("`", "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _scope_line(match: ScopeMatch) -> str:
+    where = "a required gate" if match.section == "gates" else "line"
+    place = f"{where} {match.line}" if match.section != "gates" else f"{where} (line {match.line})"
+    return f'`{match.path}` — {place}: "{_plain(match.text)}" ({match.how})'
+
+
+def _outside_lines(run: Run) -> list[str]:
+    excluded = {m.path: m for m in run.scope_excluded}
+    lines = []
+    for path in run.out_of_scope:
+        match = excluded.get(path)
+        if match is None:
+            lines.append(f"`{path}`: no line of the doc names it")
+        else:
+            lines.append(f'`{path}`: excluded by line {match.line}: "{_plain(match.text)}"')
+    return lines
 
 
 def exception_offered(run: Run) -> bool:
@@ -206,7 +275,10 @@ def exception_offered(run: Run) -> bool:
 def _exception_head(run: Run, mark: Callable[[str], str]) -> str:
     paths = ", ".join(f"`{p}`" for p in run.exception_paths)
     by = f" granted by {mark(run.exception_granted_by)}" if run.exception_granted_by else " granted"
-    return f"**Guardrail exception**{by} for {paths}"
+    conflicts = [c for c in run.exception_conflicts if c.by_words]
+    words = list(dict.fromkeys(f'line {c.doc_line}: "{_plain(c.doc_words)}"' for c in conflicts))
+    named = f", as the doc's words name them ({'; '.join(words)})" if words else ""
+    return f"**Guardrail exception**{by} for {paths}{named}"
 
 
 def failures(run: Run) -> list[str]:
@@ -250,7 +322,7 @@ def remains(run: Run) -> list[str]:
     if run.out_of_scope:
         todo.append("Check that the changes outside the doc's scope belong to this track.")
     if run.pr_number is not None:
-        todo.append(f"Review and merge PR #{run.pr_number}; then a maintainer approves advancing NEXT_TRACK.")
+        todo.append(f"Review and merge PR #{run.pr_number}; then a maintainer approves advancing {knob_name(run)}.")
     return todo
 
 
@@ -293,15 +365,22 @@ def report_markdown(run: Run, rules: Rules) -> str:
     if run.exception_of:
         parts.append(f"- Change: held from run `{run.exception_of}`, applied without an agent")
     parts += ["", "### Changed files", *_changed_lines(run)]
+    if run.in_scope:
+        parts += [
+            "",
+            "### In the doc's scope",
+            "The line of the doc that allows each change:",
+            *[f"- {_scope_line(match)}" for match in run.in_scope],
+        ]
     if run.out_of_scope:
         parts += [
             "",
             "### Outside the doc's scope",
-            "Advice, not a STOP: the doc's allowed paths do not cover these changes.",
-            *[f"- `{path}`" for path in run.out_of_scope],
+            "Advice, not a STOP: no line of the doc's scope allows these changes.",
+            *[f"- {line}" for line in _outside_lines(run)],
         ]
     if run.exception_conflicts:
-        parts += ["", "### Guardrail conflict", *[f"- {_conflict_line(c)}" for c in run.exception_conflicts]]
+        parts += ["", "### Guardrail conflict", *[f"- {conflict_line(c)}" for c in run.exception_conflicts]]
     parts += ["", "### Gates", *_gate_lines(run)]
     if run.doc_gates:
         parts += ["", "### The doc's required gates", *_doc_gate_lines(run)]
@@ -322,7 +401,7 @@ def report_markdown(run: Run, rules: Rules) -> str:
     todo = remains(run)
     if run.pr_number is None and run.commit_sha is not None:
         # The body of the PR being opened (or updated): it has no number yet, but it is what remains.
-        todo.append("Review and merge this PR; then a maintainer approves advancing NEXT_TRACK.")
+        todo.append(f"Review and merge this PR; then a maintainer approves advancing {knob_name(run)}.")
     parts += ["", "### What remains", *[f"- {line}" for line in todo]]
     parts += ["", f"_Run `{run.id}` by trackbot; requested by Slack user `{run.requested_by}`._"]
     return "\n".join(parts)
@@ -359,14 +438,18 @@ def report_text(run: Run) -> str:
         lines.append(
             "*Guardrail exception possible:* the doc explicitly allows every forbidden path this change touches:"
         )
-        lines += [f"  • {_conflict_line(c)}" for c in run.exception_conflicts]
+        lines += [f"  • {conflict_line(c)}" for c in run.exception_conflicts]
         lines.append("  A maintainer may approve the exception; the change is kept until then (14 days).")
     lines.append("*Changed files:* " + (", ".join(f"`{c.path}`" for c in run.changed_files) or "none"))
+    if run.in_scope:
+        lines.append("*In the doc's scope:*")
+        lines += [f"  • {_scope_line(match)}" for match in run.in_scope]
     if run.out_of_scope:
-        lines.append("*Outside the doc's scope* (advice, not a STOP): " + ", ".join(f"`{p}`" for p in run.out_of_scope))
+        lines.append("*Outside the doc's scope* (advice, not a STOP):")
+        lines += [f"  • {line}" for line in _outside_lines(run)]
     lines.append("*Gates:*")
     if not run.gates:
-        lines.append(f"  {NO_GATE}")
+        lines.append(f"  {no_gate_text(run)}")
     for gate in run.gates:
         lines.append(f"  {_gate_summary(gate, '*')}")
         shown = SLACK_TAIL_LINES.get(gate.status, 0)
@@ -432,7 +515,7 @@ def report_blocks(run: Run) -> Blocks | None:
 
 def merge_prompt(run: Run, pr_number: int, new_track: int) -> tuple[str, Blocks]:
     """The question asked in the thread after the track's PR merged."""
-    text = f"PR #{pr_number} merged. Advance NEXT_TRACK from {run.track} to {new_track}?"
+    text = f"PR #{pr_number} merged. Advance {knob_name(run)} from {run.track} to {new_track}?"
     return text, [
         section(f":tada: {text}\nOnly a maintainer's approval counts."),
         buttons(
@@ -451,6 +534,8 @@ def help_text(suggestion: str | None = None) -> str:
         "• `/track run` — run the next track: branch, agent, guardrails, gates, one commit, PR\n"
         "• `/track run --dry-run` — everything but the push and the PR; the report shows the diff stat\n"
         "• `/track advance` — (maintainers) advance NEXT_TRACK after the track's PR merged\n"
+        "• `--plan NAME` — after `run`, `status`, `advance` or `plan`: another plan kind of the repository "
+        "(e.g. `/track run --plan phases` runs the next phase)\n"
         "• `/track plan` — every track of the plan: merged, next, upcoming\n"
         "• `/track history` — the last 10 runs: who, when, outcome, PR\n"
         "• `/track help` — this message"

@@ -19,7 +19,7 @@ from typing import Any
 from bot.errors import ReadableError
 from bot.invariants import DEFAULT_INVARIANTS, Invariant
 from bot.knob import safe_repo_path
-from bot.rules import DEFAULT_RULES, Rules
+from bot.rules import DEFAULT_RULES, PRESETS, Rules
 
 REPO_RULES_PATH = ".trackbot.toml"
 ON_FAILURE_CHOICES = ("draft", "stop")
@@ -32,6 +32,7 @@ _TOP_LEVEL = {
     "names": "table",
     "gates": "table",
     "invariants": "array of tables ([[invariants]])",
+    "plans": "table of plan kinds ([plans.phases])",
     "replace_default_invariants": "true or false",
 }
 _GUARDRAILS_KEYS = ("forbidden", "knob")
@@ -43,6 +44,10 @@ _NAME_KEYS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "advance_message": ("advance_message_template", ("old", "new"), ("old", "new")),
 }
 _GATES_SETTINGS = ("on_failure", "timeout_s", "timeouts")
+# [plans.NAME] keys: a preset to start from, then what differs (the names as in [names]).
+_PLAN_KEYS = ("preset", "knob", "field", "docs", "noun", *_NAME_KEYS)
+_PLAN_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _GATE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _INVARIANT_KEYS = ("name", "paths", "pattern", "message")
 # git check-ref-format: no space, `..`, `~^:?*[\`, control characters, `@{`, `//`; and a name
@@ -63,10 +68,43 @@ class RepoRules:
     gate_timeouts: dict[str, int] = field(default_factory=dict)  # gate name or "default" -> seconds
     on_gate_failure: str = "draft"  # "draft": open a draft PR; "stop": stop before pushing
     invariants: list[Invariant] = field(default_factory=lambda: list(DEFAULT_INVARIANTS))
+    # The repository's plan kinds by name (`tracks`, `phases`, its own); `rules` is the `tracks` one.
+    plans: dict[str, Rules] = field(default_factory=dict)
 
     def gate_timeout(self, gate: str, fallback: int) -> int:
         """Seconds allowed for `gate`: its own timeout, else the file's default, else `fallback`."""
         return self.gate_timeouts.get(gate, self.gate_timeouts.get("default", fallback))
+
+    def plan_names(self) -> list[str]:
+        """The plan kinds this repository can run."""
+        return list(dict.fromkeys(["tracks", *_plan_presets(self.rules), *self.plans]))
+
+    def for_plan(self, name: str) -> RepoRules:
+        """These rules for plan kind `name`: its knob, docs and names, the same guardrails, and every
+        other plan's knob forbidden too (only a maintainer's advance changes a knob).
+
+        Raises RepoRulesError naming the plans there are when the repository has no plan `name`.
+        """
+        plans = {**_plan_presets(self.rules), **self.plans}
+        if name == "tracks" and "tracks" not in self.plans:
+            chosen = self.rules
+        elif name in plans:
+            chosen = plans[name]
+        else:
+            problem = f"there is no plan `{name}`; this repository's plans are {', '.join(self.plan_names())}"
+            raise RepoRulesError(f"{problem}. Use `--plan` with one of them.", [problem])
+        knobs = {self.rules.knob_path, *(rules.knob_path for rules in plans.values())} - {chosen.knob_path}
+        extra = tuple(sorted(k for k in knobs if k not in chosen.forbidden_prefixes))
+        return replace(self, rules=replace(chosen, forbidden_prefixes=(*chosen.forbidden_prefixes, *extra)))
+
+
+def _plan_presets(rules: Rules) -> dict[str, Rules]:
+    """The shipped presets other than `tracks`, with this repository's guardrails."""
+    return {
+        name: replace(preset, forbidden_prefixes=rules.forbidden_prefixes)
+        for name, preset in PRESETS.items()
+        if name != "tracks"
+    }
 
 
 def _with_own_file_forbidden(rules: Rules) -> Rules:
@@ -189,43 +227,45 @@ def _git_ref_problem(name: str) -> str | None:
     return None
 
 
-def _check_template(key: str, value: Any, problems: _Problems) -> str | None:
-    where: dict[str, Any] = {"table": "names", "key": key}
+def _check_template(key: str, value: Any, problems: _Problems, table: str = "names") -> str | None:
+    where: dict[str, Any] = {"table": table, "key": key}
     _, required, allowed = _NAME_KEYS[key]
+    if table != "names" and key == "branch":
+        required = ("n",)  # a plan whose items have no slug (`phase-{n}`) names its branches by number
     example = ", ".join("{" + name + "}" for name in allowed)
     if not isinstance(value, str) or not value.strip():
-        problems.add(f"names.{key} must be a non-empty string using {example}", **where)
+        problems.add(f"{table}.{key} must be a non-empty string using {example}", **where)
         return None
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
     except ValueError as error:
-        problems.add(f"names.{key} is not a valid template ({error}); write placeholders as {example}", **where)
+        problems.add(f"{table}.{key} is not a valid template ({error}); write placeholders as {example}", **where)
         return None
     unknown = sorted(fields - set(allowed))
     if unknown:
         listing = ", ".join("{" + name + "}" for name in unknown)
-        problems.add(f"names.{key} uses {listing}; only {example} are available", **where)
+        problems.add(f"{table}.{key} uses {listing}; only {example} are available", **where)
         return None
     missing = [name for name in required if name not in fields]
     if missing:
         listing = " and ".join("{" + name + "}" for name in missing)
-        problems.add(f'names.{key} must contain {listing} (e.g. "{_default_template(key)}")', **where)
+        problems.add(f'{table}.{key} must contain {listing} (e.g. "{_default_template(key)}")', **where)
         return None
     sample = {"n": 9, "slug": "federation-security-hardening", "old": 9, "new": 10}
     try:
         rendered = value.format(**sample)
     except (ValueError, IndexError, KeyError) as error:
-        problems.add(f"names.{key} cannot be filled in ({error}); write placeholders as {example}", **where)
+        problems.add(f"{table}.{key} cannot be filled in ({error}); write placeholders as {example}", **where)
         return None
     if key == "branch":
         why = _git_ref_problem(rendered)
         if why:
             problems.add(
-                f'names.branch gives "{rendered}", which {why}; use letters, digits, "-", "_" and "/"', **where
+                f'{table}.branch gives "{rendered}", which {why}; use letters, digits, "-", "_" and "/"', **where
             )
             return None
     elif key in ("pr_title", "advance_message") and "\n" in rendered:
-        problems.add(f"names.{key} must be one line", **where)
+        problems.add(f"{table}.{key} must be one line", **where)
         return None
     return value
 
@@ -371,6 +411,67 @@ def _parse_invariants(value: Any, problems: _Problems, taken: set[str]) -> list[
     return found
 
 
+def _parse_plans(value: Any, problems: _Problems, base: Rules) -> dict[str, Rules]:
+    """`[plans.NAME]` tables: each starts from a preset (`tracks` or `phases`, default its own name if
+    that is a preset, else `tracks`) and changes what it says; the guardrails are the repository's."""
+    if not isinstance(value, dict):
+        problems.add("plans must be tables: write [plans.phases] with its keys below it", key="plans")
+        return {}
+    found: dict[str, Rules] = {}
+    for name, table in value.items():
+        where = f"plans.{name}"
+        if not _PLAN_NAME_RE.match(name):
+            problems.add(f'{where}: a plan name uses lowercase letters, digits, "-" and "_"', table=where)
+            continue
+        if not isinstance(table, dict):
+            problems.add(f"{where} must be a table", table=where)
+            continue
+        preset_name = table.get("preset", name if name in PRESETS else "tracks")
+        if preset_name not in PRESETS:
+            problems.add(f"{where}.preset must be one of {', '.join(PRESETS)}, not {preset_name!r}", table=where)
+            continue
+        rules = replace(PRESETS[preset_name], plan=name, forbidden_prefixes=base.forbidden_prefixes)
+        if preset_name == "tracks":
+            rules = replace(base, plan=name)
+        for key, item in table.items():
+            if key == "preset":
+                continue
+            if key not in _PLAN_KEYS:
+                hint = _suggest(key, _PLAN_KEYS)
+                problems.add(f"{where}.{key} is not a setting{hint}; use {', '.join(_PLAN_KEYS)}", table=where, key=key)
+            elif key == "knob":
+                knob = _check_knob(item, problems)
+                if knob is not None:
+                    rules = replace(rules, knob_path=knob)
+            elif key == "field":
+                if not isinstance(item, str) or not _FIELD_RE.match(item):
+                    problems.add(f'{where}.field must name the knob\'s member, like "next"', table=where, key=key)
+                else:
+                    rules = replace(rules, knob_field=item)
+            elif key == "docs":
+                if not isinstance(item, str) or "{n}" not in item or not item.endswith(".md"):
+                    problems.add(
+                        f"{where}.docs must be a path pattern with {{n}} ending in .md, like "
+                        '"docs/plan/{plan_version}/phases/phase-{n}.md"',
+                        table=where,
+                        key=key,
+                    )
+                else:
+                    rules = replace(rules, doc_template=item)
+            elif key == "noun":
+                if not isinstance(item, str) or not item.strip() or "\n" in item:
+                    problems.add(f'{where}.noun must be one word, like "Phase"', table=where, key=key)
+                else:
+                    rules = replace(rules, noun=item.strip())
+            else:
+                template = _check_template(key, item, problems, table=where)
+                if template is not None:
+                    override: dict[str, Any] = {_NAME_KEYS[key][0]: template}
+                    rules = replace(rules, **override)
+        found[name] = rules
+    return found
+
+
 def parse_repo_rules(text: str | None, path: str = REPO_RULES_PATH) -> RepoRules:
     """Parse ``.trackbot.toml`` into :class:`RepoRules`; None (no file) gives the defaults.
 
@@ -447,10 +548,13 @@ def parse_repo_rules(text: str | None, path: str = REPO_RULES_PATH) -> RepoRules
     if "invariants" in data:
         invariants += _parse_invariants(data["invariants"], problems, {inv.name for inv in invariants})
 
+    plans = _parse_plans(data["plans"], problems, rules) if "plans" in data else {}
+
     if problems.items:
         listing = "; ".join(problems.items)
         raise RepoRulesError(f"{path} is not valid: {listing}. Fix {path} on main, then try again.", problems.items)
     return RepoRules(
+        plans={name: _with_own_file_forbidden(plan) for name, plan in plans.items()},
         rules=_with_own_file_forbidden(rules),
         gate_commands=commands,
         gate_timeouts=timeouts,

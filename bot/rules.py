@@ -9,10 +9,20 @@ from bot.knob import KNOB_PATH
 
 @dataclass(frozen=True)
 class Rules:
-    """Defaults of the track-runner procedure."""
+    """Defaults of the track-runner procedure; one plan kind of a repository (the track runner by default).
+
+    A plan kind is a sequential runner: a knob file and the member holding the next number, where
+    each item's doc lives, and how its branch, commit, PR and advance are named.
+    """
 
     forbidden_prefixes: tuple[str, ...] = ("docs/product/agentos-prs/", "docs/api/")
     knob_path: str = KNOB_PATH
+    plan: str = "tracks"  # the plan kind's name, as `/track run --plan NAME` says it
+    knob_field: str = "next_track"  # the knob's member that holds the next number
+    # Where item N's doc is: "" is the track runner's search (bot.plan.resolve_track_doc), else a
+    # pattern with {plan_version} and {n} (a `*` in the file name matches one file).
+    doc_template: str = ""
+    noun: str = "Track"  # what one item of the plan is called in messages
     branch_template: str = "track-{n}-{slug}"
     commit_template: str = "chore(track{n}): {slug}"
     pr_title_template: str = "Track {n}: {slug}"
@@ -45,3 +55,16 @@ class Rules:
 
 
 DEFAULT_RULES = Rules()
+# The phase runner: configs/NEXT_PHASE.json {"plan_version": "v1.02", "next": 17}, one doc per phase.
+PHASES_RULES = Rules(
+    plan="phases",
+    knob_path="configs/NEXT_PHASE.json",
+    knob_field="next",
+    doc_template="docs/plan/{plan_version}/phases/phase-{n}.md",
+    branch_template="phase-{n}",
+    commit_template="feat(phase{n}): implement phase {n}",
+    pr_title_template="Phase {n}",
+    advance_message_template="Update next phase value from {old} to {new}",
+    noun="Phase",
+)
+PRESETS = {"tracks": DEFAULT_RULES, "phases": PHASES_RULES}

@@ -109,8 +109,21 @@ class GuardrailConflict(BaseModel):
     """A changed path the track doc allows but the procedure forbids."""
 
     path: str
-    allowed: str  # the doc's pattern that allows it
+    allowed: str  # the doc's pattern that allows it, or the kind of file its words name
     forbidden: str  # the procedure's forbidden entry
+    doc_line: int = 0  # the doc's line that names it (0: not known, an older record)
+    doc_words: str = ""  # that line, as the doc words it
+    by_words: bool = False  # the line names the path by its kind of file, not by a pattern
+
+
+class ScopeMatch(BaseModel):
+    """A changed path and the line of the track doc that allows (or excludes) it."""
+
+    path: str
+    line: int  # 1-based line of the doc
+    text: str  # the doc's words on that line
+    how: str  # what on the line names the path: "`pattern`" or a kind of file ("tests")
+    section: str = "allowed"  # "allowed" (the scope section) or "gates" (a gate that asks for the change)
 
 
 class StepResult(BaseModel):
@@ -147,6 +160,8 @@ class Run(BaseModel):
     id: str = Field(default_factory=new_run_id)
     repo: str
     track: int
+    noun: str = "Track"  # what one item of its plan is called ("Phase")
+    plan: str = "tracks"  # the plan kind (bot.rules.Rules.plan): `tracks`, `phases`, or the repository's own
     slug: str
     doc: str
     plan_version: str | None = None
@@ -181,6 +196,8 @@ class Run(BaseModel):
     advanced_to: int | None = None
     # What the procedure found beyond pass/fail (bot.trackdoc, bot.invariants): advice in the report.
     out_of_scope: list[str] = Field(default_factory=list)  # changed paths the doc's scope does not cover
+    in_scope: list[ScopeMatch] = Field(default_factory=list)  # changed paths, each with the doc's line allowing it
+    scope_excluded: list[ScopeMatch] = Field(default_factory=list)  # paths a "do not change" line excludes
     doc_gates: list[DocGateCheck] = Field(default_factory=list)
     invariant_hits: list[InvariantWarning] = Field(default_factory=list)
     # A guardrail exception: a STOPPED run whose only forbidden paths the doc explicitly allows keeps
@@ -206,6 +223,8 @@ class Run(BaseModel):
             slug=self.slug,
             doc=self.doc,
             plan_version=self.plan_version,
+            plan=self.plan,
+            noun=self.noun,
             branch=self.branch,
             requested_by=requested_by,
             channel=self.channel,

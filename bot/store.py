@@ -86,11 +86,11 @@ class RunStore:
         found = [self.get(i.decode() if isinstance(i, bytes) else i) for i in ids]
         return [run for run in found if run is not None]
 
-    def latest(self, repo: str, track: int | None = None) -> Run | None:
-        """The newest run of a repository; given a track, its newest real run (dry runs tell nothing
-        about the track's PR)."""
+    def latest(self, repo: str, track: int | None = None, plan: str = "tracks") -> Run | None:
+        """The newest run of a repository; given a track (of plan kind `plan`), its newest real run (dry
+        runs tell nothing about the track's PR)."""
         for run in self.runs(repo, limit=50):
-            if track is None or (run.track == track and not run.dry_run):
+            if track is None or (run.track == track and run.plan == plan and not run.dry_run):
                 return run
         return None
 

@@ -36,15 +36,38 @@ class RequiredGate:
     text: str
     commands: list[str]
     kind: str  # one of GATE_KINDS; "manual" when a person must do it (no command to run)
+    line: int = field(default=0, compare=False)  # 1-based line of the doc where the bullet starts
+
+
+@dataclass(frozen=True)
+class DocLine:
+    """One item (a bullet with its wrapped lines, or a paragraph) of a section, where the doc has it."""
+
+    line: int  # 1-based
+    text: str  # as written, whitespace folded
 
 
 @dataclass(frozen=True)
 class ComposeGate:
-    """A Docker Compose smoke gate: bring the stack up, run the smoke commands, tear it down."""
+    """A Docker Compose smoke gate: bring the stack up, run the smoke commands, tear it down.
+
+    `steps` is what runs between up and down, in the doc's order: each a command, or a bullet in
+    words that asks for a script to run there ("Run local smoke script (documented entrypoint)"),
+    which the gates fill with the script the change adds.
+    """
 
     up: str
     smoke: list[str]
     down: str
+    steps: list[SmokeStep] = field(default_factory=list, compare=False)
+
+
+@dataclass(frozen=True)
+class SmokeStep:
+    """One step between compose up and down: a command of the doc, or a bullet asking for a script."""
+
+    text: str  # the doc's bullet
+    command: str | None = None  # None: the bullet asks for a script in words
 
 
 @dataclass(frozen=True)
@@ -56,6 +79,8 @@ class TrackSpec:
     required_gates: list[RequiredGate]
     compose: ComposeGate | None
     sections: dict[str, str] = field(default_factory=dict)
+    # The items of the "allowed to change" section(s), prose included (bot.scope reads them).
+    scope_lines: list[DocLine] = field(default_factory=list)
 
 
 # --- markdown structure ---------------------------------------------------------------
@@ -130,14 +155,16 @@ def _is_gates_heading(key: str) -> bool:
     return bool(re.search(r"\bgates?\b", key)) or key in ("required checks", "checks")
 
 
-def _qualifying_lines(lines: list[str], blocks: list[_Block], predicate: Callable[[str], bool]) -> list[str]:
+def _qualifying_numbered(
+    lines: list[str], blocks: list[_Block], predicate: Callable[[str], bool]
+) -> list[tuple[int, str]]:
     """Own lines of every block whose heading matches, or whose parent matches and is not negated.
 
     A subsection ("### Backend") under "## Allowed changes" belongs to it; a subsection that
     says the opposite ("### Not allowed") does not, so inheritance stops at headings that
     is not.
     """
-    selected: list[str] = []
+    selected: list[tuple[int, str]] = []
     stack: list[tuple[int, bool]] = []  # (level, qualifies)
     for block in blocks:
         while stack and stack[-1][0] >= block.level:
@@ -147,7 +174,8 @@ def _qualifying_lines(lines: list[str], blocks: list[_Block], predicate: Callabl
         qualifies = bool(predicate(block.key)) or (inherited and not negated)
         stack.append((block.level, qualifies))
         if qualifies:
-            selected.extend(_outside_fences(lines[block.start : block.own_end]))
+            own = _numbered_outside_fences(lines[block.start : block.own_end])
+            selected.extend((block.start + index, line) for index, line in own)
     return selected
 
 
@@ -281,13 +309,13 @@ def _gate_kind(text: str, commands: list[str]) -> str:
     return "script"
 
 
-def _gate_items(lines: list[str]) -> list[str]:
-    """The top-level list items of the gates section, continuation lines joined; paragraphs if no list."""
-    items: list[list[str]] = []
+def _items(numbered: list[tuple[int, str]]) -> list[DocLine]:
+    """Top-level list items of (index, line) pairs, continuation lines joined; paragraphs if no list."""
+    items: list[tuple[int, list[str]]] = []
     top_indent: int | None = None
     open_item = False
     previous_blank = False
-    for line in lines:
+    for index, line in numbered:
         if not line.strip():
             previous_blank = True
             continue
@@ -295,38 +323,71 @@ def _gate_items(lines: list[str]) -> list[str]:
         indent = len(line) - len(line.lstrip())
         if bullet and (top_indent is None or indent <= top_indent):
             top_indent = indent if top_indent is None else top_indent
-            items.append([bullet.group(2).strip()])
+            items.append((index, [bullet.group(2).strip()]))
             open_item = True
         elif open_item and (indent > (top_indent or 0) or not previous_blank):
             # Nested bullets and wrapped lines belong to the item above them.
-            items[-1].append(line.strip())
+            items[-1][1].append(line.strip())
         else:
             open_item = False
         previous_blank = False
     if top_indent is None:
-        paragraphs = "\n".join(lines).split("\n\n")
-        return [" ".join(p.split()) for p in paragraphs if p.strip()]
-    return [" ".join(" ".join(parts).split()) for parts in items if any(parts)]
+        paragraphs: list[tuple[int, list[str]]] = []
+        gap = True
+        for index, line in numbered:
+            if not line.strip():
+                gap = True
+                continue
+            if gap:
+                paragraphs.append((index, []))
+                gap = False
+            paragraphs[-1][1].append(line.strip())
+        items = paragraphs
+    return [DocLine(index + 1, " ".join(" ".join(parts).split())) for index, parts in items if any(parts)]
 
 
-def _required_gates(lines: list[str]) -> list[RequiredGate]:
+def _required_gates(numbered: list[tuple[int, str]]) -> list[RequiredGate]:
     gates: list[RequiredGate] = []
-    for text in _gate_items(lines):
+    for item in _items(numbered):
+        text = item.text
         commands = [span for span in _code_spans(text) if _looks_like_command(span)]
-        gates.append(RequiredGate(text=text, commands=commands, kind=_gate_kind(text, commands)))
+        gates.append(RequiredGate(text=text, commands=commands, kind=_gate_kind(text, commands), line=item.line))
     return gates
 
 
+# A bullet in words that asks for a script to run ("Run local smoke script (documented entrypoint)").
+_SCRIPT_BULLET_RE = re.compile(r"\b(?:run|execute|invoke)\b.*\bscripts?\b|\bsmoke\s+(?:script|test)s?\b", re.I)
+
+
+def asks_for_a_script(text: str) -> bool:
+    """Whether a gate bullet without a command asks for a script to run at its place."""
+    return bool(_SCRIPT_BULLET_RE.search(text))
+
+
 def _compose_gate(gates: list[RequiredGate]) -> ComposeGate | None:
-    """Up, the commands after it, down: in the order the doc lists them, across bullets."""
-    commands = [command for gate in gates if gate.kind != "manual" for command in gate.commands]
-    up_index = next((i for i, c in enumerate(commands) if compose_subcommand(c) == "up"), None)
+    """Up, the steps after it, down: in the order the doc lists them, across bullets."""
+    steps: list[SmokeStep] = []
+    for gate in gates:
+        if gate.kind != "manual":
+            steps.extend(SmokeStep(gate.text, command) for command in gate.commands)
+        elif not gate.commands and asks_for_a_script(gate.text):
+            steps.append(SmokeStep(gate.text))
+    up_index = next((i for i, s in enumerate(steps) if s.command and compose_subcommand(s.command) == "up"), None)
     if up_index is None:
         return None
-    down_index = next((i for i, c in enumerate(commands) if i > up_index and compose_subcommand(c) == "down"), None)
+    down_index = next(
+        (i for i, s in enumerate(steps) if i > up_index and s.command and compose_subcommand(s.command) == "down"),
+        None,
+    )
     if down_index is None:
         return None
-    return ComposeGate(up=commands[up_index], smoke=commands[up_index + 1 : down_index], down=commands[down_index])
+    between = steps[up_index + 1 : down_index]
+    return ComposeGate(
+        up=str(steps[up_index].command),
+        smoke=[step.command for step in between if step.command],
+        down=str(steps[down_index].command),
+        steps=between,
+    )
 
 
 # --- the doc -------------------------------------------------------------------------------
@@ -349,14 +410,16 @@ def parse_track_doc(text: str) -> TrackSpec:
         key = block.heading.lower()
         body = "\n".join(lines[block.start : block.end]).strip("\n")
         sections[key] = f"{sections[key]}\n\n{body}" if key in sections else body
-    allowed = _allowed_patterns(_qualifying_lines(lines, blocks, _is_allowed_heading))
-    required = _required_gates(_qualifying_lines(lines, blocks, _is_gates_heading))
+    allowed_lines = _qualifying_numbered(lines, blocks, _is_allowed_heading)
+    allowed = _allowed_patterns([line for _index, line in allowed_lines])
+    required = _required_gates(_qualifying_numbered(lines, blocks, _is_gates_heading))
     return TrackSpec(
         title=title,
         allowed=allowed,
         required_gates=required,
         compose=_compose_gate(required),
         sections=sections,
+        scope_lines=_items(allowed_lines),
     )
 
 

@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_rules_run import upstream_with
+from test_run import agent
+
 from bot.local.console import USERS
 
 
@@ -71,3 +74,53 @@ def test_demo_tour_prints_the_whole_loop(tmp_path: Path, redis_url: str, redis) 
         "NEXT_TRACK = *2*",
     ):
         assert expected in out, expected
+
+
+PHASE_DOC = """\
+# Phase {n}: local smoke
+
+## What you are allowed to change
+
+- `app/` phase handler
+- Unit tests for the phase handler
+
+## Required gates
+
+- `test -s app/phase.txt`
+"""
+
+
+def test_a_phase_plan_runs_beside_the_tracks_with_the_same_commands(make_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repo = upstream_with(
+        tmp_path,
+        {
+            "configs/NEXT_PHASE.json": '{\n  "plan_version": "v1.02",\n  "next": 16\n}\n',
+            "docs/plan/v1.02/phases/phase-16.md": PHASE_DOC.format(n=16),
+            "docs/plan/v1.02/phases/phase-17.md": PHASE_DOC.format(n=17),
+        },
+    )
+    stack = make_stack(repo=repo, agent=agent(tmp_path, 'put("app/phase.txt", "phase\\n")\n'))
+    stack.handle("/track status --plan phases")
+    status = _texts(stack)[-1]
+    assert "`NEXT_PHASE.json` next = *16*" in status and "Phase 16: *phase-16*" in status
+    stack.handle("/track run --plan phases")
+    stack.handle(":wait 120")
+    report = next(t for t in _texts(stack) if t.startswith("*Report — Phase 16*"))
+    assert "PR #1" in report and "gate" in report
+    assert '`app/phase.txt` — line 5: "app/ phase handler" (`app/`)' in report
+    pr = stack.github.pulls()[0]
+    assert pr.title == "Phase 16" and pr.head_ref == "phase-16"
+    assert _upstream_git(stack, "log", "-1", "--format=%s", "phase-16").strip() == "feat(phase16): implement phase 16"
+
+    stack.handle(":merge 1")
+    assert any("PR #1 merged. Advance next phase from 16 to 17?" in t for t in _texts(stack))
+    stack.handle(":click approve_advance")
+    assert '"next": 17' in _upstream_git(stack, "show", "main:configs/NEXT_PHASE.json")
+    assert _upstream_git(stack, "log", "-1", "--format=%s", "main").strip() == "Update next phase value from 16 to 17"
+    assert any("Next: Phase 17: phase-17" in t for t in _texts(stack))
+    # The track runner of the same repository is where it was.
+    assert '"next_track": 1' in _upstream_git(stack, "show", "main:configs/NEXT_TRACK.json")
+    stack.handle("/track status")
+    assert "Track 1: *hello-endpoint*" in _texts(stack)[-1]
+    stack.handle("/track run --plan nonsense")
+    assert "there is no plan `nonsense`" in _texts(stack)[-1] and "tracks, phases" in _texts(stack)[-1]

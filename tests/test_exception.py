@@ -120,6 +120,41 @@ def test_a_stop_the_doc_allows_is_kept_and_a_granted_exception_opens_the_pr(
         grant_exception(svc, stopped.id, ALICE)
 
 
+PROSE_DOC = track_doc(
+    "- `test -s app/hello.txt`\n- Update OpenAPI with the hello endpoint\n",
+    allowed="- `app/` hello handler\n- OpenAPI spec for the cancel endpoint\n- README sections **only if needed**\n",
+)
+
+
+def test_a_stop_on_a_file_the_docs_words_name_offers_the_exception_and_the_pr_quotes_them(
+    make_stack: MakeStack, tmp_path: Path
+) -> None:
+    body = 'put("docs/api/runs/openapi.yaml", "openapi: 3.1.0\\n")\nput("app/hello.txt", "hello\\n")\n'
+    stack = make_stack(repo=upstream_with(tmp_path, {DOC: PROSE_DOC}), agent=agent(tmp_path, body))
+    run_track(stack)
+    stopped = latest(stack)
+    assert stopped.state is RunState.STOPPED and stopped.exception_paths == ["docs/api/runs/openapi.yaml"]
+    [message] = reports(stack)
+    assert message.buttons() == [("approve_exception", "Approve exception", stopped.id)]
+    words = 'the doc\'s line 10 ("OpenAPI spec for the cancel endpoint") names `docs/api/runs/openapi.yaml`'
+    assert words in message.text and "the procedure forbids `docs/api/`" in message.text
+    assert "gates not run: the run stopped at the guardrails" in message.text
+
+    granted = grant_exception(services(stack), stopped.id, ALICE)
+    stack.handle(":wait 120")
+    done = services(stack).store.get(granted.id)
+    assert done is not None and done.state is RunState.PR_OPEN, done
+    [pr] = pulls(stack)
+    head = (pr.body or "").splitlines()[0]
+    assert head == (
+        f"> **Guardrail exception** granted by `@{ALICE}` for `docs/api/runs/openapi.yaml`, as the doc's words "
+        'name them (line 10: "OpenAPI spec for the cancel endpoint")'
+    )
+    assert '- `app/hello.txt` — line 9: "`app/` hello handler" (`app/`)'.replace("`app/` hello", "app/ hello") in (
+        pr.body or ""
+    )
+
+
 def test_a_stop_with_any_path_the_doc_does_not_allow_offers_no_exception(make_stack: MakeStack, tmp_path: Path) -> None:
     stack = start(make_stack, tmp_path, more='put("docs/product/agentos-prs/0002.md", "# decided\\n")\n')
     run_track(stack)

@@ -171,6 +171,84 @@ def test_without_a_deploy_change_the_docs_compose_gates_are_left_to_a_person(
     assert required.count("the deploy topology did not change, so trackbot ran no compose smoke") == 3
 
 
+LOCAL = "docker compose -f deploy/local/compose.yaml"
+# Required gates as a team writes them: the stack up, a smoke script named in words, the stack down.
+LOCAL_GATES = f"""\
+- `go test ./...`
+- `{LOCAL} up -d --build`
+- Run local smoke script (documented entrypoint)
+- `{LOCAL} down -v`
+"""
+LOCAL_DOC = track_doc(
+    LOCAL_GATES,
+    allowed="- `deploy/local/*` compose topology and docs\n- `scripts/` smoke entrypoint\n- `app/hello.txt`\n",
+)
+SMOKE = 'put("deploy/local/smoke.sh", "#!/usr/bin/env bash\\nset -e\\ndocker ps\\necho smoke ok\\n")\n'
+LOCAL_AGENT = 'put("app/hello.txt", "hello\\n")\nput("deploy/local/compose.yaml", "services: {}\\n")\n' + SMOKE
+
+
+def test_an_added_smoke_script_runs_where_the_doc_says_between_up_and_down(
+    make_stack: MakeStack, tmp_path: Path, fakes: Fakes
+) -> None:
+    docker_fake(fakes)
+    stack = make_stack(repo=upstream_with(tmp_path, {DOC: LOCAL_DOC}), agent=agent(tmp_path, LOCAL_AGENT))
+    run_track(stack)
+
+    # The doc's order: up, the smoke script (its `docker ps`), down; the script never ran alone.
+    assert [args.split(" ")[3] if args.startswith("compose") else args for _, args in fakes.calls("docker")] == [
+        "up",
+        "ps",
+        "down",
+    ]
+    [pr] = pulls(stack)
+    assert not pr.draft
+    body = pr.body or ""
+    gates = body.split("### Gates", 1)[1].split("###", 1)[0]
+    names = [line[2:].split(":", 1)[0] for line in gates.splitlines() if line.startswith("- ")]
+    assert names == ["compose up", "script deploy/local/smoke.sh", "compose down"]
+    required = body.split("### The doc's required gates", 1)[1].split("###", 1)[0]
+    assert (
+        "Run local smoke script (documented entrypoint) — ran by trackbot as `script deploy/local/smoke.sh`: "
+        "**passed**" in required
+    )
+
+
+def test_a_smoke_script_with_no_stack_up_is_not_run_rather_than_failed(
+    make_stack: MakeStack, tmp_path: Path, fakes: Fakes
+) -> None:
+    docker_fake(fakes)
+    agent_body = 'put("app/hello.txt", "hello\\n")\n' + SMOKE.replace("deploy/local/smoke.sh", "scripts/smoke.sh")
+    stack = make_stack(repo=upstream_with(tmp_path, {DOC: LOCAL_DOC}), agent=agent(tmp_path, agent_body))
+    run_track(stack)
+
+    assert fakes.calls("docker") == []
+    [pr] = pulls(stack)
+    assert not pr.draft  # not the change's failure: nothing was tried without the stack
+    body = pr.body or ""
+    assert (
+        "script scripts/smoke.sh: **not run**: needs the stack the doc brings up: the deploy topology did not "
+        "change, so trackbot brought no stack up" in gate_line(body, "script scripts/smoke.sh")
+    )
+    required = body.split("### The doc's required gates", 1)[1].split("###", 1)[0]
+    assert "Run local smoke script (documented entrypoint) — **a person must check**: trackbot could not run it" in (
+        required
+    )
+
+
+def test_when_the_stack_does_not_come_up_the_placed_smoke_script_is_not_run_and_down_still_runs(
+    make_stack: MakeStack, tmp_path: Path, fakes: Fakes
+) -> None:
+    docker_fake(fakes)
+    (fakes.bin / "fail-up").touch()
+    stack = make_stack(repo=upstream_with(tmp_path, {DOC: LOCAL_DOC}), agent=agent(tmp_path, LOCAL_AGENT))
+    run_track(stack)
+    assert compose_args(fakes) == ["up", "down"]
+    body = pulls(stack)[0].body or ""
+    assert "**failed**" in gate_line(body, "compose up")
+    assert "**not run**: compose up failed" in gate_line(body, "script deploy/local/smoke.sh")
+    assert "**passed**" in gate_line(body, "compose down")
+
+
 # -- go ----------------------------------------------------------------------------------------------------
 
 

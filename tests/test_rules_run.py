@@ -216,7 +216,8 @@ def test_the_report_lists_changes_outside_the_docs_scope_and_each_required_gate(
     assert "Check the doc's required gate yourself: `make lint` is clean." in body
 
     text = report(stack)
-    assert "*Outside the doc's scope* (advice, not a STOP): `app/extra.txt`" in text
+    assert "*Outside the doc's scope* (advice, not a STOP):\n  • `app/extra.txt`: no line of the doc names it" in text
+    assert '  • `scripts/hello.sh` — line 9: "scripts/hello.sh" (`scripts/hello.sh`)' in text
     assert "ran by trackbot as `script scripts/hello.sh`: *passed*" in text
     assert text.count("*a person must check*") == 2
 

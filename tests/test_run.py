@@ -239,6 +239,22 @@ def test_run_refuses_change_under_docs_api(make_stack: MakeStack, tmp_path: Path
     assert "`app/hello.txt`" not in text.split("*Changed files:*")[0]
 
 
+def test_a_run_stopped_at_the_guardrails_says_its_gates_never_ran(make_stack: MakeStack, tmp_path: Path) -> None:
+    stack = make_stack(
+        agent=agent(
+            tmp_path,
+            """\
+        put("app/main.go", "package main\\n")
+        put("docs/api/openapi.yaml", "openapi: 3.1.0\\n")
+    """,
+        )
+    )
+    run_track(stack)
+    text = assert_stopped(stack, "forbidden", "`docs/api/openapi.yaml`")
+    assert "gates not run: the run stopped at the guardrails" in text
+    assert "no gate applies" not in text
+
+
 def test_run_refuses_change_under_docs_product_agentos_prs(make_stack: MakeStack, tmp_path: Path) -> None:
     stack = make_stack(
         agent=agent(

@@ -301,3 +301,20 @@ def test_broad_globs_are_not_exceptions_but_narrow_ones_are() -> None:
     )
 
     assert allowed_forbidden(parse_track_doc(doc), rules) == ["docs/api/*.yaml", "docs/api", "secrets.env"]
+
+
+def test_a_gate_bullet_asking_for_a_smoke_script_keeps_its_place_in_the_compose_sequence() -> None:
+    doc = """\
+# Track 7: local stack
+
+## Required gates
+
+- `docker compose -f deploy/local/compose.yaml up -d --build`
+- Run local smoke script (documented entrypoint)
+- `docker compose -f deploy/local/compose.yaml down -v`
+"""
+    compose = parse_track_doc(doc).compose
+    assert compose is not None and compose.smoke == []
+    assert [(step.text, step.command) for step in compose.steps] == [
+        ("Run local smoke script (documented entrypoint)", None)
+    ]

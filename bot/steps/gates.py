@@ -3,8 +3,12 @@
 - Go changed: `go test ./...` in each Go module the change touches (or the repository's `go_test`
   command, once, from the root);
 - the deploy topology changed (a Compose file anywhere, or anything under `deploy/`): the doc's
-  compose smoke: `up`, each smoke command, then `down`, which runs even when the smoke fails;
-- a script added: run with its interpreter;
+  compose smoke in the doc's order: `up`, each step after it, then `down`, which runs even when the
+  smoke fails. A bullet that asks in words for a script ("Run local smoke script (documented
+  entrypoint)") runs the smoke script the change adds, at that place;
+- a script added: run with its interpreter, except a smoke script (under `deploy/` or named for a
+  smoke) when the doc brings a stack up: that one runs only inside the sequence, and is "not run:
+  needs the stack the doc brings up" otherwise, never failed for want of a stack;
 - every other command of the repository's `[gates]`.
 
 A gate whose tool is missing is "not run", never passed. Gates run the repository's code, so they
@@ -28,7 +32,7 @@ from bot.runs import CommandRecord, DocGateCheck, GateResult, GateStatus, Outcom
 from bot.steps.agent import safe_environment
 from bot.steps.format import changed_go_files
 from bot.steps.sandbox import run_untrusted, sandbox_problem
-from bot.trackdoc import ComposeGate, RequiredGate, TrackSpec
+from bot.trackdoc import ComposeGate, RequiredGate, SmokeStep, TrackSpec
 
 COMPOSE_FILE_PATTERNS = ("docker-compose*.yml", "docker-compose*.yaml", "compose*.yml", "compose*.yaml")
 DEPLOY_DIR = "deploy/"
@@ -240,20 +244,72 @@ class GateRunner:
         return gate_result
 
 
-def compose_gates(compose: ComposeGate) -> tuple[Gate, list[Gate], Gate]:
-    """The doc's compose smoke as gates: up, each smoke command, down."""
+def is_stack_script(path: str) -> bool:
+    """An added script that smokes a stack: under `deploy/`, or named for a smoke test."""
+    return path.startswith(DEPLOY_DIR) or "smoke" in path.rsplit("/", 1)[-1].lower()
+
+
+def script_path(gate: Gate) -> str:
+    """The repository path of a script gate (`script deploy/local/smoke.sh`)."""
+    return gate.name.removeprefix("script ")
+
+
+@dataclass
+class StackPlan:
+    """Where the added scripts go when the doc brings a stack up: inside its sequence, or nowhere.
+
+    `placed` maps each bullet that asks for a script in words to the script gates that fill it;
+    `needs_stack` are stack scripts that only run with the stack up (never on their own);
+    `standalone` are the scripts that run on their own as before.
+    """
+
+    placed: dict[str, list[Gate]]
+    needs_stack: list[Gate]
+    standalone: list[Gate]
+
+
+def plan_scripts(compose: ComposeGate | None, scripts: list[Gate]) -> StackPlan:
+    """Put the added scripts where the doc says: a script a doc command already runs is left to that
+    command; a stack script fills the first bullet asking for a script; another stack script needs the
+    stack and is not run alone (run with no stack up, it can only fail, and not for the change)."""
+    if compose is None:
+        return StackPlan({}, [], scripts)
+    commands = [compose.up, *compose.smoke, compose.down]
+    asking = [step.text for step in compose.steps if step.command is None]
+    plan = StackPlan({text: [] for text in asking}, [], [])
+    for gate in scripts:
+        path = script_path(gate)
+        if any(path in [word.removeprefix("./") for word in command.split()] for command in commands):
+            continue  # the doc's own command runs it, in its place
+        if not is_stack_script(path):
+            plan.standalone.append(gate)
+        elif asking:
+            plan.placed[asking[0]].append(gate)
+        else:
+            plan.needs_stack.append(gate)
+    return plan
+
+
+def compose_gates(compose: ComposeGate, placed: dict[str, list[Gate]] | None = None) -> tuple[Gate, list[Gate], Gate]:
+    """The doc's compose smoke as gates: up, each step in the doc's order (a bullet asking for a script
+    runs the scripts placed there), down."""
     up = shell_gate("compose up", compose.up, "compose")
-    smoke = [
-        shell_gate("compose smoke" if len(compose.smoke) == 1 else f"compose smoke {i}", command, "compose")
-        for i, command in enumerate(compose.smoke, start=1)
-    ]
+    smoke: list[Gate] = []
+    for step in compose.steps or [SmokeStep(command, command) for command in compose.smoke]:
+        if step.command is not None:
+            smoke.append(shell_gate("compose smoke", step.command, "compose"))
+        else:
+            smoke.extend((placed or {}).get(step.text, []))
+    commands = [gate for gate in smoke if gate.name == "compose smoke"]
+    for index, gate in enumerate(commands, start=1):
+        gate.name = "compose smoke" if len(commands) == 1 else f"compose smoke {index}"
     down = shell_gate("compose down", compose.down, "compose")
     return up, smoke, down
 
 
-def run_compose(runner: GateRunner, compose: ComposeGate) -> None:
-    """Up, then the smoke commands (only if up passed), then down: always, once up was tried."""
-    up, smoke, down = compose_gates(compose)
+def run_compose(runner: GateRunner, compose: ComposeGate, placed: dict[str, list[Gate]] | None = None) -> None:
+    """Up, then the steps (only if up passed), then down: always, once up was tried."""
+    up, smoke, down = compose_gates(compose, placed)
     started = runner.run(up)
     if started.status is GateStatus.NOT_RUN:
         for gate in [*smoke, down]:
@@ -265,6 +321,9 @@ def run_compose(runner: GateRunner, compose: ComposeGate) -> None:
         else:
             runner.not_run(gate, "compose up failed")
     runner.run(down)
+
+
+NEEDS_STACK = "needs the stack the doc brings up"
 
 
 NO_COMPOSE_SMOKE = "deploy topology changed but the doc names no compose smoke: a person must check"
@@ -282,15 +341,24 @@ def gates(ctx: RunContext) -> StepResult:
         runner.run(gate)
     deploy = deploy_paths(ctx)
     compose = ctx.spec.compose if ctx.spec is not None else None
+    scripts = plan_scripts(compose, script_gates(ctx))
     if deploy and compose is not None:
-        run_compose(runner, compose)
-    elif deploy:
-        run.gates.append(
-            GateResult(name="compose smoke", command="", status=GateStatus.NOT_RUN, reason=NO_COMPOSE_SMOKE)
-        )
-    for gate in [*script_gates(ctx), *custom_gates(ctx)]:
+        run_compose(runner, compose, scripts.placed)
+    else:
+        if deploy:
+            run.gates.append(
+                GateResult(name="compose smoke", command="", status=GateStatus.NOT_RUN, reason=NO_COMPOSE_SMOKE)
+            )
+        why = "" if deploy else ": the deploy topology did not change, so trackbot brought no stack up"
+        for gate in [gate for placed in scripts.placed.values() for gate in placed]:
+            runner.not_run(gate, NEEDS_STACK + why)
+    for gate in scripts.needs_stack:
+        reason = f"{NEEDS_STACK}, and the doc's gates do not say where in its sequence to run it"
+        runner.not_run(gate, reason if deploy and compose is not None else NEEDS_STACK)
+    for gate in [*scripts.standalone, *custom_gates(ctx)]:
         runner.run(gate)
-    run.doc_gates = check_doc_gates(ctx.spec, run.gates, bool(deploy))
+    placed_names = {text: [gate.name for gate in gates] for text, gates in scripts.placed.items() if gates}
+    run.doc_gates = check_doc_gates(ctx.spec, run.gates, bool(deploy), placed_names)
     if not run.gates:
         return StepResult(name="gates", outcome=Outcome.SKIPPED, summary="no gate applies to this change")
     failed = run.failed_gates()
@@ -351,14 +419,27 @@ def _status(matched: list[GateResult]) -> str:
     return ""
 
 
-def check_doc_gates(spec: TrackSpec | None, ran: list[GateResult], deploy_changed: bool) -> list[DocGateCheck]:
-    """Each gate the doc requires: which of trackbot's gates covered it, or why a person must check it."""
+def check_doc_gates(
+    spec: TrackSpec | None,
+    ran: list[GateResult],
+    deploy_changed: bool,
+    placed: dict[str, list[str]] | None = None,
+) -> list[DocGateCheck]:
+    """Each gate the doc requires: which of trackbot's gates covered it, or why a person must check it.
+
+    `placed` maps a bullet that asks in words for a script to the gates trackbot ran (or could not
+    run) in its place.
+    """
     if spec is None:
         return []
     checks: list[DocGateCheck] = []
     for required in spec.required_gates:
         check = DocGateCheck(text=required.text, kind=required.kind)
-        matched = [] if required.kind == "manual" else [g for g in ran if _matches(required, g)]
+        if required.kind == "manual":
+            names = (placed or {}).get(required.text, [])
+            matched = [g for g in ran if g.name in names]
+        else:
+            matched = [g for g in ran if _matches(required, g)]
         if matched:
             check.gates = [g.name for g in matched]
             check.status = _status(matched)

@@ -9,14 +9,17 @@ from __future__ import annotations
 from bot.guardrails import check_changes, check_entries
 from bot.pipeline import RunContext
 from bot.runs import Outcome, StepResult
+from bot.scope import ScopeJudgement, judge_scope
 from bot.steps.held import offer_exception
-from bot.trackdoc import out_of_scope
 
 
 def note_scope(ctx: RunContext) -> None:
-    """Record the changed paths the doc's allowed scope does not cover (advice, never a STOP)."""
+    """Record which line of the doc allows each changed path, and those none does (advice, never a STOP)."""
     spec = ctx.spec
-    ctx.run.out_of_scope = out_of_scope(ctx.run.changed_files, spec.allowed) if spec is not None else []
+    judged = judge_scope(ctx.run.changed_files, spec) if spec is not None else ScopeJudgement()
+    ctx.run.out_of_scope = judged.outside
+    ctx.run.in_scope = judged.in_scope
+    ctx.run.scope_excluded = judged.excluded
 
 
 def guardrails(ctx: RunContext) -> StepResult:

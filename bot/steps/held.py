@@ -15,10 +15,11 @@ from pathlib import Path
 from bot.adapters.git import GitError
 from bot.guardrails import Violation, forbidding_entry
 from bot.pipeline import RunContext
+from bot.render import conflict_line
 from bot.repo_rules import REPO_RULES_PATH
 from bot.runs import GuardrailConflict, Outcome, StepResult
+from bot.scope import naming_line
 from bot.store import RunStore
-from bot.trackdoc import allowed_forbidden, path_matches
 
 MAX_HELD_PATCH_BYTES = 16 * 1024 * 1024
 # Plumbing-stable diff output: no pager, colour, external diff or textconv, the usual a/ b/ prefixes.
@@ -43,25 +44,34 @@ def diff_bytes(ctx: RunContext, *args: str) -> bytes:
 def exception_conflicts(ctx: RunContext, violations: list[Violation]) -> list[GuardrailConflict] | None:
     """The doc-allowed forbidden paths, when they are ALL of the violations; else None.
 
-    The knob and `.trackbot.toml` never qualify: they change only by a maintainer's hand on main.
+    The doc allows a forbidden path when one of its lines names it: a path under the forbidden
+    entry, or words naming its kind of file ("OpenAPI spec for the cancel endpoint"), in the scope
+    section or in a required gate that asks for the change (bot.scope.naming_line). The knob and
+    `.trackbot.toml` never qualify: they change only by a maintainer's hand on main.
     """
     spec = ctx.spec
     if spec is None or not violations:
         return None
     rules = ctx.repo_rules.rules
-    candidates = allowed_forbidden(spec, rules)
-    if not candidates:
-        return None
     conflicts: list[GuardrailConflict] = []
     for violation in violations:
         if violation.path in (rules.knob_path, REPO_RULES_PATH):
             return None
-        allowed = next((pattern for pattern in candidates if path_matches(violation.path, pattern)), None)
         forbidden = forbidding_entry(violation.path, rules)
-        if allowed is None or forbidden is None:
+        named = naming_line(violation.path, spec, forbidden) if forbidden is not None else None
+        if named is None or forbidden is None:
             return None
         if all(c.path != violation.path for c in conflicts):
-            conflicts.append(GuardrailConflict(path=violation.path, allowed=allowed, forbidden=forbidden))
+            conflicts.append(
+                GuardrailConflict(
+                    path=violation.path,
+                    allowed=named.how.strip("`"),
+                    forbidden=forbidden,
+                    doc_line=named.line,
+                    doc_words=named.text,
+                    by_words=not named.how.startswith("`"),
+                )
+            )
     return conflicts
 
 
@@ -72,9 +82,7 @@ def offer_exception(ctx: RunContext, violations: list[Violation], stopped: StepR
         return
     run = ctx.run
     for conflict in conflicts:
-        stopped.details.append(
-            f"the doc allows `{conflict.allowed}`, the procedure forbids `{conflict.forbidden}` (`{conflict.path}`)"
-        )
+        stopped.details.append(conflict_line(conflict))
     if run.dry_run:
         stopped.details.append("a dry run keeps nothing: `/track run` offers a maintainer the exception")
         return

@@ -6,7 +6,7 @@ from __future__ import annotations
 from bot.adapters.git import WorkTreeFiles
 from bot.knob import KnobError, parse_knob
 from bot.pipeline import RunContext
-from bot.plan import DocNotFound, resolve_track_doc
+from bot.plan import DocNotFound, resolve_plan_doc
 from bot.repo_rules import REPO_RULES_PATH, RepoRulesError, parse_repo_rules
 from bot.runs import Outcome, StepResult
 from bot.trackdoc import parse_track_doc
@@ -30,7 +30,7 @@ def preflight(ctx: RunContext) -> StepResult:
     files = WorkTreeFiles(ctx.clone.path)
     rules_text = files.read_text(REPO_RULES_PATH)
     try:
-        ctx.repo_rules = parse_repo_rules(rules_text)
+        ctx.repo_rules = parse_repo_rules(rules_text).for_plan(run.plan)
     except RepoRulesError as error:
         return stop(ctx.redact(str(error)))
     rules = ctx.repo_rules.rules
@@ -38,12 +38,12 @@ def preflight(ctx: RunContext) -> StepResult:
     if text is None:
         return stop(f"`{rules.knob_path}` is missing on {base}")
     try:
-        knob = parse_knob(text, rules.knob_path)
+        knob = parse_knob(text, rules.knob_path, rules.knob_field)
     except KnobError as error:
         return stop(str(error))
     if knob.next_track != run.track:
         return stop(f"NEXT_TRACK now names track {knob.next_track}, not {run.track}; run `/track run` again")
-    doc = resolve_track_doc(knob, run.track, files)
+    doc = resolve_plan_doc(knob, run.track, files, rules.doc_template)
     if isinstance(doc, DocNotFound):
         return stop(doc.message)
     run.doc, run.slug, run.plan_version = doc.path, doc.slug, knob.plan_version
