@@ -141,8 +141,9 @@ class TrackClone:
         )
 
     def _reset_to_base(self, branch: str) -> None:
+        # `checkout -f -B` already throws away every change to the index and the tracked files (a
+        # `reset --hard` after it only rewrote the index again: a sixth of a run's time on 10,000 files).
         self.git("checkout", "--quiet", "-f", "-B", branch, f"origin/{self.base}", doing="git checkout")
-        self.git("reset", "--quiet", "--hard", f"origin/{self.base}", doing="git reset")
         self.git("clean", "-ffdxq", doing="git clean")
 
     def git_processes(self) -> list[psutil.Process]:
@@ -222,9 +223,11 @@ class TrackClone:
                 i += 2
         return changes
 
-    def snapshot(self) -> str:
-        """Stage the work tree and return its tree sha: the change the commit will hold."""
-        self.git("add", "--all", doing="git add")
+    def snapshot(self, stage: bool = True) -> str:
+        """Stage the work tree (unless `stage` is False: it is staged already) and return its tree sha:
+        the change the commit will hold."""
+        if stage:
+            self.git("add", "--all", doing="git add")
         return self.git("write-tree", doing="git write-tree").strip()
 
     def commit(self, tree: str, parent: str, message: str, branch: str) -> str:

@@ -50,10 +50,14 @@ def format_go(ctx: RunContext) -> StepResult:
             )
         else:
             outcome, summary = Outcome.OK, f"gofmt -w on {len(files)} file(s)"
-    # The commit holds exactly this tree: whatever the gates do afterwards cannot leak into it.
-    ctx.tree_sha = ctx.clone.snapshot()
-    ctx.run.changed_files = ctx.clone.changes(ctx.base_sha)
-    note_scope(ctx)
+    # The commit holds exactly this tree: whatever the gates do afterwards cannot leak into it. Unless
+    # gofmt rewrote files, it is the tree the guardrails just staged and judged: nothing ran since, so
+    # staging and listing it again (two scans of every file) would find the same.
+    rewrote = bool(commands)
+    ctx.tree_sha = ctx.clone.snapshot(stage=rewrote)
+    if rewrote:
+        ctx.run.changed_files = ctx.clone.changes(ctx.base_sha)
+        note_scope(ctx)
     details = check_added_lines(ctx)
     return StepResult(name="format", outcome=outcome, summary=summary, commands=commands, details=details)
 
