@@ -23,7 +23,7 @@ agent's process (a trivial agent: its time is the cost of starting it); otherwis
 
 `--scale`: 10 repositories (one channel each) and 4 workers, every repository running its tracks
 one after another at the same time: runs per minute, queue wait p50/p99, memory per worker (RSS,
-psutil: the worker and, at its peak, with the child RQ forks for a job).
+psutil: the worker's, and at its peak with the pages the RQ fork running a job adds, its USS).
 
 The last line is key=value pairs (medians over the runs). Usage:
     .venv/bin/python bench/end_to_end.py [--runs 5] [--quick]
@@ -142,9 +142,10 @@ class Driver:
             found = store.latest(repo.full_name, track)
             if found is not None and found.created_at >= sent - 1:
                 run = found
-                if run.finished_at is not None and store.lock_holder(repo.full_name) is None:
-                    if "report" in outbox.delivered(run.id):
-                        break
+                # The lock is released last: after it, the report is delivered or waits in the outbox.
+                ended = run.finished_at is not None and store.lock_holder(repo.full_name) is None
+                if ended and "report" in outbox.delivered(run.id):
+                    break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"track {track} of {repo.full_name} did not finish: {run and run.state}")
             for proc in stack.procs:
@@ -157,7 +158,11 @@ class Driver:
         assert run.started_at is not None and run.finished_at is not None
         steps = {s.name: s.duration_s for s in run.steps}
         agent = next(s for s in run.steps if s.name == "agent")
-        stages = {"ack": acked - sent, "slack_work": run.created_at - acked, "queue_wait": run.started_at - run.created_at}
+        stages = {
+            "ack": acked - sent,
+            "slack_work": run.created_at - acked,
+            "queue_wait": run.started_at - run.created_at,
+        }
         stages.update(steps)
         stages["between_steps"] = run.finished_at - run.started_at - sum(steps.values())
         stages["report"] = done - run.finished_at
@@ -200,7 +205,8 @@ class MemorySampler:
             for index, proc in enumerate(self.procs):
                 try:
                     own = proc.memory_info().rss
-                    horses = sum(c.memory_info().rss for c in proc.children(recursive=False))
+                    # A job's fork shares the worker's pages: what it adds is its own (USS).
+                    horses = sum(c.memory_full_info().uss for c in proc.children(recursive=False))
                 except psutil.Error:
                     continue
                 self.worker_peak[index] = max(self.worker_peak[index], own)
@@ -222,9 +228,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def start_stack(
-    work: Path, redis_url: str, repos: int, workers: int, tracks: int, sandbox: str | None
-) -> Stack:
+def start_stack(work: Path, redis_url: str, repos: int, workers: int, tracks: int, sandbox: str | None) -> Stack:
     """The stack with `repos` generated repositories and `workers` workers, registered and answering."""
     work.mkdir(parents=True, exist_ok=True)
     script = work / "agent.py"
@@ -281,7 +285,8 @@ def end_to_end(args: argparse.Namespace, work: Path, redis_url: str) -> int:
             print(f"  {key:14} {median_of(runs, key) * 1000:8.1f} ms")
         print(f"  {'total':14} {statistics.median(r.total_s for r in runs) * 1000:8.1f} ms")
         print(
-            f"  agent process (a trivial agent: its start) {statistics.median(r.agent_start_s for r in runs) * 1000:.1f} ms; "
+            "  agent process (a trivial agent: its start) "
+            f"{statistics.median(r.agent_start_s for r in runs) * 1000:.1f} ms; "
             f"calls per run: GitHub {statistics.median(r.github_calls or 0 for r in runs):.0f}, "
             f"Slack Web API {statistics.median(r.slack_calls or 0 for r in runs):.0f}"
         )
@@ -339,7 +344,7 @@ def scale(args: argparse.Namespace, work: Path, redis_url: str) -> int:
         f"queue wait p50 {percentile(waits, 50):.2f} s, p99 {percentile(waits, 99):.2f} s; run total p50 "
         f"{percentile([r.total_s for r in runs], 50):.2f} s; worker RSS peaks (MB): "
         + ", ".join(f"{p / mb:.0f}" for p in memory.worker_peak)
-        + f"; with its job's fork at most {with_horse:.0f} MB"
+        + f"; with the pages its job's fork adds (USS) at most {with_horse:.0f} MB"
     )
     print(machine())
     print(
@@ -364,7 +369,9 @@ def main() -> int:
     parser.add_argument("--scale", action="store_true", help="many repositories on several workers")
     parser.add_argument("--repos", type=int, default=10, help="--scale: repositories (default 10)")
     parser.add_argument("--workers", type=int, default=4, help="--scale: worker processes (default 4)")
-    parser.add_argument("--quick", action="store_true", help="a check that it works: 2 runs; --scale: 3 repos, 2 workers")
+    parser.add_argument(
+        "--quick", action="store_true", help="a check that it works: 2 runs (--scale: 3 repos, 2 workers, 1 run each)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs = 1 if args.scale else 2
