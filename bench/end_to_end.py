@@ -14,7 +14,7 @@ Per run it splits the time from sending the command to the report being delivere
 - queue_wait: from the Run made until its steps start (parent message, enqueue, RQ picks it up);
 - each step, from the run's StepResults (the agent's own process beside it: agent_start);
 - between_steps: the progress message updates between the steps;
-- report: from the last step until the report is delivered and the repository released;
+- report: from the last step until Slack has the report (the final progress update, then the post);
 - the Slack Web API and GitHub API calls the run made, counted by the twins.
 
 The sandbox's cost: when the settings know TRACKBOT_SANDBOX, the same runs go once with the
@@ -152,7 +152,8 @@ class Driver:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a worker exited ({proc.returncode}); see {stack.work_dir}/worker*")
             time.sleep(POLL_S)
-        done = time.time()
+        # The report's Slack ts is when the Slack twin took it (its clock is this machine's).
+        done = min(time.time(), float(outbox.delivered(run.id)["report"]))
         if run.state is not RunState.PR_OPEN or run.pr_number is None:
             raise RuntimeError(f"track {track} ended {run.state.value}: {run.error or run.stop_reason}")
         assert run.started_at is not None and run.finished_at is not None
