@@ -31,7 +31,7 @@ swing by 2x on a shared 2-core machine). The last two lines:
     p50_ms=<trackbot p50> p99_ms=<trackbot p99> bare_p99_ms=<bare p99> ratio=<p99/bare p99>
 
 Usage: .venv/bin/python bench/ack_latency.py [--requests 2000] [--concurrency 50] [--rounds 5]
-       [--workers 2] [--threads 8]
+       [--workers 2] [--threads 8] [--quick]
 """
 
 from __future__ import annotations
@@ -263,8 +263,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds (bare, then trackbot); medians")
     parser.add_argument("--redis-url", help="a Redis to use (it gets trackbot keys); default: an embedded one")
+    parser.add_argument("--quick", action="store_true", help="a check that it works: 200 requests, 1 round")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.concurrency, args.rounds, args.warmup = 200, 20, 1, 10
     if args.client:
         return run_client()
 

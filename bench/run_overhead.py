@@ -1,27 +1,42 @@
-"""What trackbot adds to a run, against a plain clone + branch + commit + push, in the same run.
+"""What trackbot adds to a run, against a fresh clone and against the warm-clone limit, in the same run.
 
 A generated upstream (about 10,000 files, 2,000 commits) and an agent that changes one file.
-trackbot's overhead is the whole run minus the agent and the gates: preflight on the cached clone
-(fetch, fresh branch, reset, clean), guardrails, format, the one commit, the push and the PR (over
-HTTP to the local GitHub twin). The baseline is what a person's script would do: `git clone`,
-branch, commit, push. Median of several runs each; the last line is machine-readable:
+trackbot's overhead is the whole run minus the agent's and the gates' own processes: preflight on
+the cached clone (fetch, fresh branch, reset, clean), folding back what the agent did, guardrails,
+format, the one commit, the push and the PR (over HTTP to the local GitHub twin). Two baselines, in
+the same process on the same repository:
 
-    overhead_s=<median> baseline_s=<median> ratio=<overhead/baseline>
+- fresh: what a person's script does from nothing: `git clone`, branch, commit, push;
+- warm: the least any tool could do for a run, a shell script of plain git in a clone kept from
+  the last run: `fetch`, branch from `origin/main`, the one-file change, commit, push.
+
+Every run is a first run of the track: a new branch and a new PR (the bench deletes the branch
+and closes the PR between runs, untimed). Median of several runs each; the last line is
+machine-readable:
+
+    overhead_s=<median> baseline_s=<fresh median> ratio=<overhead/fresh> warm_s=<warm median>
+    warm_ratio=<overhead/warm> runs=<n> files=<n> commits=<n>
 
 Usage: .venv/bin/python bench/run_overhead.py [--files 10000] [--commits 2000] [--runs 5]
+       [--quick] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import json
 import os
 import platform
+import pstats
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections import defaultdict
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -32,6 +47,7 @@ from bot.config import Settings
 from bot.local.github_api import GitHubTwin
 from bot.pipeline import RunContext, run_steps
 from bot.redact import Redactor
+from bot.repo_rules import DEFAULT_REPO_RULES
 from bot.rules import DEFAULT_RULES
 from bot.runs import Run
 from bot.steps import RUN_STEPS
@@ -47,6 +63,20 @@ GIT_ENV = {
 }
 KNOB = '{\n  "plan_version": "v1",\n  "next_track": 1,\n  "tracks": {"1": {"slug": "one-file"}}\n}\n'
 DOC = "# Track 1: one-file\n\nChange one file.\n"
+TARGET = "src/d00/f0.txt"
+TOKEN = "bench-token"
+FULL_NAME = "bench/repo"
+# The branch the repository's rules name for track 1 (preflight refuses any other).
+BRANCH = DEFAULT_REPO_RULES.rules.branch(1, "one-file")
+# The warm limit: plain git in a clone kept from the last run. $1 is the branch.
+WARM_SCRIPT = f"""\
+set -eu
+git fetch --quiet origin
+git checkout --quiet -f -B "$1" origin/main
+echo changed >> {TARGET}
+git commit --quiet -am "warm $1"
+git push --quiet origin "$1"
+"""
 
 
 def git(*args: str, cwd: Path | None = None, stdin: bytes | None = None) -> str:
@@ -88,18 +118,36 @@ def agent_command(tmp: Path) -> str:
     script = tmp / "agent.py"
     script.write_text(
         "import sys, pathlib\nsys.stdin.read()\n"
-        "p = pathlib.Path('src/d00/f0.txt'); p.write_text(p.read_text() + 'changed\\n')\n"
+        f"p = pathlib.Path({TARGET!r}); p.write_text(p.read_text() + 'changed\\n')\n"
     )
     return f"{sys.executable} {script}"
 
 
-def trackbot_run(upstream: Path, twin: GitHubTwin, work: Path, agent: str, n: int) -> float:
-    """One run through trackbot's steps; returns its time minus the agent's and the gates'."""
+def close_pull(twin: GitHubTwin, number: int) -> None:
+    """Close a PR through the twin's API, as a person would, so the next run opens a new one."""
+    request = urllib.request.Request(
+        f"{twin.api_url}/repos/{FULL_NAME}/pulls/{number}",
+        data=json.dumps({"state": "closed"}).encode(),
+        method="PATCH",
+        headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+
+
+def delete_branch(upstream: Path, branch: str) -> None:
+    """Remove a branch from the upstream (untimed), so the next run pushes a new one."""
+    git("update-ref", "-d", f"refs/heads/{branch}", cwd=upstream)
+
+
+def trackbot_run(upstream: Path, twin: GitHubTwin, work: Path, agent: str) -> tuple[float, dict[str, float]]:
+    """One run through trackbot's steps: its time minus the agent's and the gates' processes, and
+    what each step took (the agent's without its process)."""
     settings = Settings(
         slack_bot_token=SecretStr("xoxb-bench"),
         slack_signing_secret=SecretStr("bench-signing"),
-        github_token=SecretStr("bench-token"),
-        github_repository="bench/repo",
+        github_token=SecretStr(TOKEN),
+        github_repository=FULL_NAME,
         github_api_url=twin.api_url,
         github_webhook_secret=SecretStr("bench-hook"),
         git_url=str(upstream),
@@ -108,50 +156,79 @@ def trackbot_run(upstream: Path, twin: GitHubTwin, work: Path, agent: str, n: in
         work_dir=work,
         github_write_interval_s=0,
     )
-    branch = f"track-1-one-file-{n}"
     run = Run(
-        repo="bench/repo", track=1, slug="one-file", doc="", branch=branch, requested_by="U0BENCH", channel="C0BENCH"
+        repo=FULL_NAME, track=1, slug="one-file", doc="", branch=BRANCH, requested_by="U0BENCH", channel="C0BENCH"
     )
     ctx = RunContext(
         run=run,
         settings=settings,
         rules=DEFAULT_RULES,
         clone=TrackClone(work / "clone", str(upstream), "main"),
-        github=GitHubRepo("bench-token", "bench/repo", twin.api_url, write_interval_s=None),
+        github=GitHubRepo(TOKEN, FULL_NAME, twin.api_url, write_interval_s=None),
         redact=Redactor(settings.secret_values()),
         holds_lock=lambda: True,
     )
     started = time.perf_counter()
     run_steps(ctx, RUN_STEPS, lambda _run: None)
     total = time.perf_counter() - started
-    assert run.pr_number is not None, [s.summary for s in run.steps]
-    excluded = sum(s.duration_s for s in run.steps if s.name in ("agent", "gates"))
+    if run.pr_number is None:
+        raise SystemExit(f"the run opened no PR: {[s.summary for s in run.steps]}")
+    steps: dict[str, float] = {}
+    excluded = 0.0
+    for step in run.steps:
+        own = step.duration_s
+        if step.name == "agent":
+            own -= step.commands[0].duration_s  # the agent's process; the rest is trackbot's git
+        elif step.name == "gates":
+            own = 0.0  # the repository's own checks (none here)
+        excluded += step.duration_s - own
+        steps[step.name] = own
     ctx.clone.clean()
-    return total - excluded
+    close_pull(twin, run.pr_number)
+    delete_branch(upstream, BRANCH)
+    return total - excluded, steps
 
 
-def baseline_run(upstream: Path, tmp: Path, n: int) -> float:
-    """What a plain script does: fresh clone, branch, one-file change, commit, push."""
-    dest = tmp / f"baseline-{n}"
+def fresh_run(upstream: Path, tmp: Path, n: int) -> float:
+    """What a plain script does from nothing: fresh clone, branch, one-file change, commit, push."""
+    dest = tmp / f"fresh-{n}"
+    branch = f"fresh-{n}"
     started = time.perf_counter()
     git("clone", "--quiet", "--no-local", str(upstream), str(dest))
-    git("checkout", "--quiet", "-b", f"baseline-{n}", cwd=dest)
-    target = dest / "src/d00/f0.txt"
+    git("checkout", "--quiet", "-b", branch, cwd=dest)
+    target = dest / TARGET
     target.write_text(target.read_text() + "changed\n")
-    git("commit", "--quiet", "-am", f"baseline {n}", cwd=dest)
-    git("push", "--quiet", "origin", f"baseline-{n}", cwd=dest)
+    git("commit", "--quiet", "-am", f"fresh {n}", cwd=dest)
+    git("push", "--quiet", "origin", branch, cwd=dest)
     elapsed = time.perf_counter() - started
     shutil.rmtree(dest)
+    delete_branch(upstream, branch)
+    return elapsed
+
+
+def warm_run(clone: Path, script: Path, upstream: Path, n: int) -> float:
+    """The warm limit: the shell script of plain git in a clone kept from the last run."""
+    branch = f"warm-{n}"
+    started = time.perf_counter()
+    subprocess.run(["bash", str(script), branch], cwd=clone, env=GIT_ENV, check=True, capture_output=True)
+    elapsed = time.perf_counter() - started
+    delete_branch(upstream, branch)
     return elapsed
 
 
 def main() -> int:
-    """Generate, warm the cache once, then time both ways alternately."""
+    """Generate, warm both clones once, then time the three ways in turn."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--commits", type=int, default=2_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a check that it works: 2,000 files, 2 runs")
+    parser.add_argument("--profile", action="store_true", help="cProfile trackbot's runs; print the top entries")
     args = parser.parse_args()
+    if args.quick:
+        args.files, args.commits, args.runs = 2_000, 200, 2
+    if args.runs < 1 or args.files < 1 or args.commits < 1:
+        parser.error("--files, --commits and --runs must be at least 1")
     with tempfile.TemporaryDirectory(prefix="trackbot-bench-") as tmp_name:
         tmp = Path(tmp_name)
         started = time.perf_counter()
@@ -159,19 +236,47 @@ def main() -> int:
         print(f"generated {args.files} files in {args.commits} commits in {time.perf_counter() - started:.1f}s")
         agent = agent_command(tmp)
         work = tmp / "work"
-        with GitHubTwin(upstream, full_name="bench/repo", token="bench-token") as twin:
-            trackbot_run(upstream, twin, work, agent, 0)  # the first run makes the cached clone
-            overheads, baselines = [], []
+        warm_clone = tmp / "warm"
+        git("clone", "--quiet", "--no-local", str(upstream), str(warm_clone))
+        script = tmp / "warm.sh"
+        script.write_text(WARM_SCRIPT)
+        profiler = cProfile.Profile() if args.profile else None
+        with GitHubTwin(upstream, full_name=FULL_NAME, token=TOKEN) as twin:
+            trackbot_run(upstream, twin, work, agent)  # the first run makes the cached clone
+            warm_run(warm_clone, script, upstream, 0)  # and this one warms the script's
+            overheads, fresh, warm = [], [], []
+            steps: dict[str, list[float]] = defaultdict(list)
             for n in range(1, args.runs + 1):
-                overheads.append(trackbot_run(upstream, twin, work, agent, n))
-                baselines.append(baseline_run(upstream, tmp, n))
-                print(f"run {n}: trackbot overhead {overheads[-1]:.3f}s, baseline {baselines[-1]:.3f}s")
-        overhead, baseline = statistics.median(overheads), statistics.median(baselines)
+                if profiler is not None:
+                    profiler.enable()
+                overhead, by_step = trackbot_run(upstream, twin, work, agent)
+                if profiler is not None:
+                    profiler.disable()
+                overheads.append(overhead)
+                for name, seconds in by_step.items():
+                    steps[name].append(seconds)
+                fresh.append(fresh_run(upstream, tmp, n))
+                warm.append(warm_run(warm_clone, script, upstream, n))
+                print(
+                    f"run {n}: trackbot overhead {overheads[-1]:.3f}s, fresh clone {fresh[-1]:.3f}s, "
+                    f"warm limit {warm[-1]:.3f}s"
+                )
+        if profiler is not None:
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+        overhead, baseline, warm_s = statistics.median(overheads), statistics.median(fresh), statistics.median(warm)
+        print(
+            "trackbot's steps (medians, the agent's and the gates' processes left out): "
+            + ", ".join(f"{name} {statistics.median(seconds):.3f}s" for name, seconds in steps.items())
+        )
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"{git('--version').strip()}"
         )
-        print(f"overhead_s={overhead:.3f} baseline_s={baseline:.3f} ratio={overhead / baseline:.3f}")
+        print(
+            f"overhead_s={overhead:.3f} baseline_s={baseline:.3f} ratio={overhead / baseline:.3f} "
+            f"warm_s={warm_s:.3f} warm_ratio={overhead / warm_s:.3f} runs={args.runs} files={args.files} "
+            f"commits={args.commits}"
+        )
     return 0
 
 

@@ -101,9 +101,9 @@ def _run(services: Services, session: RunSession, outbox: Outbox, run: Run) -> N
         log.warning("run %s lost its lease (%s); leaving it to the reaper", run.id, session.lost)
         return
     services.metrics.run_finished(run)
-    clone.clean()
     session.save(run)
     thread.report(run)
+    clone.clean()  # after the report: the user need not wait for it (the lock is still held)
 
 
 class RunSession:

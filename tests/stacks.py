@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ class Stack:
     app: AppKey | None = None
     token_ttl_s: int = 3600
     sandbox: str = "bwrap"  # "off" for agents that record what they saw on the host
+    make_repo: Callable[[Path], Path] = create_sample_repo  # a bare upstream at the given path
+    worker_env: dict[str, str] = field(default_factory=dict)  # more environment for the workers
     repos: list[Repo] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     slack: SlackTwin | None = None
@@ -106,7 +109,7 @@ class Stack:
         self.signing_secret = secrets.token_hex(16)
         upstreams = self.work_dir / "upstream"
         for channel, full_name in self.channels.items():
-            path = create_sample_repo(upstreams / f"{full_name}.git")
+            path = self.make_repo(upstreams / f"{full_name}.git")
             twin = GitHubTwin(path, full_name=full_name, token=token, webhook_secret=webhook)
             if self.repos:
                 self.repos[0].twin.serve(twin)
@@ -153,7 +156,7 @@ class Stack:
             repo.twin.webhook_url = self.bot_url + "/github/webhook"
         base = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GITHUB_", "TRACKBOT_"))}
         for index in range(self.workers):
-            self.start_worker(index, {**base, **settings_environment(settings)})
+            self.start_worker(index, {**base, **settings_environment(settings), **self.worker_env})
         return self
 
     def start_worker(self, index: int, env: dict[str, str]) -> None:

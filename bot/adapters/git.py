@@ -175,8 +175,9 @@ class TrackClone:
         info.mkdir(exist_ok=True)
         (info / "attributes").write_text(NEUTRAL_ATTRIBUTES)
         self._remove_tree_git()
+        # `checkout -f -B` already throws away every change to the index and the tracked files (a
+        # `reset --hard` after it only rewrote the index again: a sixth of a run's time on 10,000 files).
         self.git("checkout", "--quiet", "-f", "-B", branch, f"origin/{self.base}", doing="git checkout")
-        self.git("reset", "--quiet", "--hard", f"origin/{self.base}", doing="git reset")
         self.git("clean", "-ffdxq", doing="git clean")
 
     def _remove_tree_git(self) -> bool:
@@ -280,9 +281,11 @@ class TrackClone:
             found.append(TreeEntry(path=path, mode=mode, link_target=target))
         return found
 
-    def snapshot(self) -> str:
-        """Stage the work tree and return its tree sha: the change the commit will hold."""
-        self.git("add", "--all", doing="git add")
+    def snapshot(self, stage: bool = True) -> str:
+        """Stage the work tree (unless `stage` is False: it is staged already) and return its tree sha:
+        the change the commit will hold."""
+        if stage:
+            self.git("add", "--all", doing="git add")
         return self.git("write-tree", doing="git write-tree").strip()
 
     def commit(self, tree: str, parent: str, message: str, branch: str) -> str:

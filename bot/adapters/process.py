@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shlex
 import signal
 import subprocess
@@ -231,10 +232,7 @@ def _follow(
                 pass
     timed_out = idle = False
     if idle_timeout_s is None:
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out = not wait_exit(proc, timeout_s)
     else:
         timed_out, idle = _wait_watching_idle(proc, started + timeout_s, last_output, idle_timeout_s)
     if timed_out or idle:
@@ -268,11 +266,34 @@ def _wait_watching_idle(
         idle_until = last_output[0] + idle_timeout_s
         if now >= idle_until:
             return False, True
-        try:
-            proc.wait(timeout=max(0.01, min(deadline, idle_until) - now))
+        if wait_exit(proc, max(0.01, min(deadline, idle_until) - now)):
             return False, False
+
+
+def wait_exit(proc: subprocess.Popen[str], timeout_s: float) -> bool:
+    """Wait at most `timeout_s` for `proc` to exit (and reap it); True if it did.
+
+    `Popen.wait(timeout=...)` polls with sleeps that double up to 50 ms, so a 20 ms git command is
+    noticed after about 30 ms, a 35 ms push after about 60: a run's dozen git commands lost a third
+    of their time to it. A pidfd (Linux) lets the kernel wake us the moment the process exits.
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux, or already reaped: Popen's own wait
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
         except subprocess.TimeoutExpired:
-            continue
+            return False
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        exited = bool(poller.poll(max(0, int(timeout_s * 1000))))
+    finally:
+        os.close(pidfd)
+    if exited:
+        proc.wait()
+    return exited
 
 
 def stop_process_group(proc: subprocess.Popen[str], grace_s: float = KILL_GRACE_S) -> None:

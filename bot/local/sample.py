@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 SAMPLE_AUTHOR_NAME = "Sample Maintainer"
@@ -243,8 +244,9 @@ def _git(args: list[str], cwd: Path, env: dict[str, str]) -> None:
         raise RuntimeError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
 
 
-def create_sample_repo(dest: Path) -> Path:
-    """Create a bare git repository at ``dest`` holding the sample project; return ``dest``.
+def create_sample_repo(dest: Path, files: Mapping[str, str] | None = None) -> Path:
+    """Create a bare git repository at ``dest`` holding the sample project (or ``files``,
+    ``{repo path: text}``: benchmarks give a plan of their own); return ``dest``.
 
     ``dest`` must not exist or be an empty folder. The repository has one commit on
     ``main`` (also its HEAD), authored by the sample maintainer.
@@ -262,7 +264,7 @@ def create_sample_repo(dest: Path) -> Path:
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = _SAMPLE_COMMIT_DATE
         # --template= keeps git from copying any hook templates into the repositories.
         _git(["init", "-q", "--template=", "-b", DEFAULT_BRANCH, str(work)], scratch, env)
-        for relative, text in sample_files().items():
+        for relative, text in (sample_files() if files is None else files).items():
             target = work / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")

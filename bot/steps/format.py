@@ -51,20 +51,25 @@ def format_go(ctx: RunContext) -> StepResult:
             )
         else:
             outcome, summary = Outcome.OK, f"gofmt -w on {len(files)} file(s)"
-    # The commit holds exactly this tree: whatever the gates do afterwards cannot leak into it.
-    judged = {path for change in ctx.run.changed_files for path in change.paths()}
-    ctx.tree_sha = ctx.clone.snapshot()
-    ctx.run.changed_files = ctx.clone.changes(ctx.base_sha)
-    note_scope(ctx)
-    moved = sorted({path for change in ctx.run.changed_files for path in change.paths()} - judged)
-    if moved:
-        # The guardrails judged one tree; only that tree may be committed.
-        return StepResult(
-            name="format",
-            outcome=Outcome.STOPPED,
-            summary="the change gained paths after the guardrails judged it: " + ", ".join(f"`{p}`" for p in moved),
-            commands=commands,
-        )
+    # The commit holds exactly this tree: whatever the gates do afterwards cannot leak into it. Unless
+    # gofmt rewrote files, it is the tree the guardrails just staged and judged: nothing ran since, so
+    # staging and listing it again (two scans of every file) would find the same.
+    rewrote = bool(commands)
+    ctx.tree_sha = ctx.clone.snapshot(stage=rewrote)
+    if rewrote:
+        judged = {path for change in ctx.run.changed_files for path in change.paths()}
+        ctx.run.changed_files = ctx.clone.changes(ctx.base_sha)
+        note_scope(ctx)
+        moved = sorted({path for change in ctx.run.changed_files for path in change.paths()} - judged)
+        if moved:
+            # The guardrails judged one tree; only that tree may be committed.
+            return StepResult(
+                name="format",
+                outcome=Outcome.STOPPED,
+                summary="the change gained paths after the guardrails judged it: "
+                + ", ".join(f"`{p}`" for p in moved),
+                commands=commands,
+            )
     details = check_added_lines(ctx)
     return StepResult(name="format", outcome=outcome, summary=summary, commands=commands, details=details)
 

@@ -12,7 +12,8 @@ def commit(ctx: RunContext) -> StepResult:
     run = ctx.run
     message = ctx.repo_rules.rules.commit_message(run.track, run.slug)
     run.commit_sha = ctx.clone.commit(ctx.tree_sha, ctx.base_sha, message, run.branch)
-    run.diff_stat = ctx.clone.diff_stat(ctx.base_sha, run.commit_sha)
+    if run.dry_run:  # only a dry run's report shows the change as a diffstat
+        run.diff_stat = ctx.clone.diff_stat(ctx.base_sha, run.commit_sha)
     return StepResult(name="commit", outcome=Outcome.OK, summary=f"`{message}` ({run.commit_sha[:8]})")
 
 
