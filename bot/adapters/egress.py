@@ -229,7 +229,8 @@ def egress_proxy(socket_path: Path, allow: Sequence[str]) -> Iterator[EgressLog]
     egress_log = EgressLog()
     server = _Server(str(socket_path), destinations, egress_log)
     socket_path.chmod(0o666)  # the sandbox's uid is not ours
-    thread = threading.Thread(target=server.serve_forever, name="egress-proxy", daemon=True)
+    # A short poll: shutdown() waits for it, and a run must not wait half a second for its proxy.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="egress-proxy", daemon=True)
     thread.start()
     try:
         yield egress_log
