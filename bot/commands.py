@@ -270,6 +270,11 @@ class Commands:
             return f"{words}: PR #{latest.pr_number} {latest.pr_url}"
         if latest.state is RunState.MERGED:
             return f"{words}: PR #{latest.pr_number} merged; a maintainer approves in {self.link(latest)}"
+        if latest.state is RunState.ADVANCING:
+            return (
+                f"{words}: NEXT_TRACK {latest.track} → {latest.track + 1} waits for PR "
+                f"#{latest.advance_pr_number} {latest.advance_pr_url} to merge ({self.link(latest)})"
+            )
         if latest.state in (RunState.STOPPED, RunState.FAILED):
             reason = latest.stop_reason or latest.error or ""
             return f"{words} — {reason} ({self.link(latest)}); `/track run` tries again"

@@ -46,6 +46,7 @@ STATE_WORDS: dict[RunState, str] = {
     RunState.FAILED: "failed",
     RunState.PR_OPEN: "PR open",
     RunState.MERGED: "merged, awaiting advance",
+    RunState.ADVANCING: "merged, advance waiting for its PR",
     RunState.ADVANCED: "merged and advanced",
     RunState.DISMISSED: "merged, advance dismissed",
     RunState.CANCELLED: "cancelled",

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from github import Auth, Github, GithubException, GithubIntegration
+from github.GithubObject import NotSet
 from github.PullRequest import PullRequest
 
 CONTENTS_CACHE_SIZE = 256
@@ -30,6 +31,29 @@ class GitHubError(Exception):
 
 class StaleFile(GitHubError):
     """The file changed since it was read (GitHub answered 409 to a contents update)."""
+
+
+class RuleViolation(GitHubError):
+    """A branch rule (a ruleset, or classic branch protection) refused the write: also a 409, but
+    writing again will not help; `reason` is GitHub's own words, without the headline."""
+
+    def __init__(self, doing: str, status: int | None, message: str) -> None:
+        super().__init__(doing, status, message)
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        self.reason = " ".join(lines[1:]) if len(lines) > 1 else (lines[0] if lines else "a branch rule")
+
+
+# How GitHub words a 409 that is a rule, not a stale sha: rulesets ("Repository rule violations
+# found\n\nChanges must be made through a pull request.") and classic branch protection.
+_RULE_VIOLATION_STARTS = ("repository rule violations found", "protected branch update failed")
+
+
+def _error_class(status: int | None, message: str) -> type[GitHubError]:
+    if status in (405, 409, 422) and message.lower().startswith(_RULE_VIOLATION_STARTS):
+        return RuleViolation
+    if status == 409:
+        return StaleFile
+    return GitHubError
 
 
 @dataclass(frozen=True)
@@ -173,8 +197,8 @@ class GitHubRepo:
             return fn(self._repo, *args, **kwargs)
         except GithubException as error:
             self._count_error(error.status)
-            cls = StaleFile if error.status == 409 else GitHubError
-            raise cls(doing, error.status, _message(error)) from None
+            message = _message(error)
+            raise _error_class(error.status, message)(doing, error.status, message) from None
         except OSError as error:  # connection refused, DNS, timeouts (requests' errors are OSErrors)
             self._count_error(None)
             raise GitHubError(doing, None, str(error)) from None
@@ -251,6 +275,26 @@ class GitHubRepo:
             return str(result["commit"].sha)
 
         return self._call(f"update {path}", update)
+
+    def branch_sha(self, branch: str) -> str:
+        """The commit `branch` points at."""
+        return self._call(f"read branch {branch}", lambda repo: str(repo.get_branch(branch).commit.sha))
+
+    def create_branch(self, branch: str, sha: str) -> None:
+        """Create `branch` at commit `sha` (the git refs API)."""
+        self._call(f"create branch {branch}", lambda repo: repo.create_git_ref(f"refs/heads/{branch}", sha))
+
+    def merge_pull(self, number: int, title: str, sha: str | None = None) -> str:
+        """Merge a PR (squash, its commit titled `title`); the merge commit's sha. A rule that asks for
+        reviews or checks first answers 405, raised as a GitHubError."""
+
+        def merge(repo: Any) -> str:
+            status = repo.get_pull(number).merge(
+                commit_title=title, commit_message="", merge_method="squash", sha=sha or NotSet
+            )
+            return str(status.sha)
+
+        return self._call(f"merge PR #{number}", merge)
 
     def find_open_pull(self, head: str, base: str = "main") -> PullRef | None:
         """The open PR from branch `head`, if any."""

@@ -157,17 +157,21 @@ class _HTTPError(Exception):
         message: str,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        documentation: str = DOCS_URL,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.errors = errors
         self.headers = headers or {}
+        self.documentation = documentation
 
     def payload(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"message": self.message, "documentation_url": DOCS_URL}
+        data: dict[str, Any] = {"message": self.message, "documentation_url": self.documentation}
         if self.errors is not None:
             data["errors"] = self.errors
+        if self.status in (409, 422):
+            data["status"] = str(self.status)  # GitHub's error bodies repeat the status as a string
         return data
 
 
@@ -354,6 +358,9 @@ class GitHubTwin:
             "pull": True,
         }
 
+        # Branches a ruleset protects (see protect()): name -> approving reviews a merge needs.
+        self._protected: dict[str, int] = {}
+
         self.git_dir, self.work_tree = self._locate_repo()
         if self._rev("refs/heads/main") is None:
             raise TwinError(f"{self.repo_path} has no 'main' branch")
@@ -430,6 +437,14 @@ class GitHubTwin:
         """
         with self._lock:
             self._faults.append(_Fault(count, status, method.upper() if method else None, path_prefix))
+
+    def protect(self, branch: str = "main", required_approvals: int = 1) -> None:
+        """Protect `branch` the way a ruleset with "Require a pull request before merging" does: the
+        contents API's writes to it are refused (409, GitHub's rule-violation body), and an API merge
+        into it needs `required_approvals` approving reviews (405 until then). :meth:`merge_pull` is a
+        maintainer merging in the browser: it is allowed."""
+        with self._lock:
+            self._protected[branch] = required_approvals
 
     def serve(self, other: GitHubTwin) -> GitHubTwin:
         """Serve `other`'s repository from this twin's server too: several repositories, one API URL.
@@ -929,7 +944,8 @@ class GitHubTwin:
                 raise MergeError(f"PR #{number} has conflicts with {pr.base_ref}; merge refused", status=405)
             tree = probe.stdout.decode().split()[0]
             if method == "squash":
-                msg = f"{title or pr.title} (#{number})\n\n{message or ''}".rstrip() + "\n"
+                # GitHub uses a given commit_title as it is; its default is the PR's title and number.
+                msg = f"{title or f'{pr.title} (#{number})'}\n\n{message or ''}".rstrip() + "\n"
                 parents = ["-p", base_old]
             else:
                 msg = (
@@ -976,6 +992,14 @@ class GitHubTwin:
             old = self._rev(f"refs/heads/{branch}")
             if old is None:
                 raise _HTTPError(404, f"Branch {branch} not found")
+            if branch in self._protected:
+                # GitHub's answer when a ruleset refuses a direct write (the same status as a stale sha).
+                raise _HTTPError(
+                    409,
+                    "Repository rule violations found\n\nChanges must be made through a pull request.\n\n",
+                    headers={},
+                    documentation="https://docs.github.com/rest/repos/contents#create-or-update-file-contents",
+                )
             entry = self._ls_entry(old, path)
             if entry is not None and entry[1] != "blob":
                 raise _HTTPError(422, f"{path} is a directory")
@@ -1332,12 +1356,22 @@ class GitHubTwin:
             return _Response(200, self._rest_commit_json(sha))
         elif head == "git" and method == "GET" and len(tail) >= 2:
             return self._git_data(tail)
+        elif head == "git" and method == "POST" and tail == ["refs"]:
+            return self._create_ref(data)
         raise _HTTPError(404, "Not Found")
 
     def _http_merge(self, pr: PullRecord, data: dict[str, Any]) -> _Response:
         method = data.get("merge_method") or "merge"
         if method not in ("merge", "squash"):
             raise _HTTPError(405, f"{method} merges are not allowed on this repository.")
+        needed = self._protected.get(pr.base_ref, 0)
+        if needed:
+            reviews = "review is" if needed == 1 else "reviews are"
+            raise _HTTPError(
+                405,
+                f"Repository rule violations found\n\nAt least {needed} approving {reviews} required by "
+                "reviewers with write access.\n\n",
+            )
         sha, payload = self._merge(
             pr.number,
             _BOT_LOGIN,
@@ -1383,7 +1417,7 @@ class GitHubTwin:
         return {
             "name": name,
             "commit": {"sha": sha, "url": f"{api}/commits/{sha}"},
-            "protected": False,
+            "protected": name in self._protected,
             "_links": {
                 "self": f"{api}/branches/{name}",
                 "html": f"{self.html_url}/{self.full_name}/tree/{name}",
@@ -1423,6 +1457,30 @@ class GitHubTwin:
                     },
                 )
         raise _HTTPError(404, "Not Found")
+
+    def _create_ref(self, data: dict[str, Any]) -> _Response:
+        ref, sha = data.get("ref"), data.get("sha")
+        if not isinstance(ref, str) or not isinstance(sha, str):
+            raise _HTTPError(422, 'Invalid request.\n\n"ref" and "sha" are required.')
+        if not ref.startswith("refs/") or ref.count("/") < 2:
+            raise _HTTPError(422, "Reference name must start with 'refs/' and have at least two slashes.")
+        if not _FULL_SHA.fullmatch(sha) or self._peel_commit(sha) is None:
+            raise _HTTPError(422, "Object does not exist")
+        if self._rev(ref) is not None:
+            raise _HTTPError(422, "Reference already exists")
+        self._git("update-ref", ref, sha, "0" * 40)
+        self._emit(f"github: {ref} created at {sha[:7]}")
+        rest = ref.removeprefix("refs/")
+        api = self._repo_api()
+        return _Response(
+            201,
+            {
+                "ref": ref,
+                "node_id": f"REF_{rest}",
+                "url": f"{api}/git/refs/{rest}",
+                "object": {"sha": sha, "type": "commit", "url": f"{api}/git/commits/{sha}"},
+            },
+        )
 
     def _list_pulls(self, query: dict[str, str]) -> _Response:
         # Single page only: the twin never holds more PRs than fit one page.
