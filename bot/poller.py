@@ -63,7 +63,9 @@ def poll_merges(services: Services, runs_per_repo: int = RUNS_PER_REPO) -> list[
                 continue
             if pull is not None and pull.merged:
                 try:
-                    prompt = Advancer(services).prompt_for_merge(repo, pull.head or run.advance_branch or run.branch, number, pull.merged_by)
+                    prompt = Advancer(services).prompt_for_merge(
+                        repo, pull.head or run.advance_branch or run.branch, number, pull.merged_by
+                    )
                 except Exception as error:
                     redis.delete(key)  # see the merge again next time
                     log.warning("prompting for merged PR #%s of %s: %s", number, repo, services.redact(str(error)))

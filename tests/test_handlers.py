@@ -442,7 +442,12 @@ def test_on_a_protected_main_the_advance_is_its_own_pr_and_the_thread_follows_it
     assert "At least 1 approving review is required" in said[0]
     assert stack.slack.latest_with_button("approve_advance") is None
     pull = stack.github.pulls()[-1]
-    assert (pull.number, pull.title, pull.head_ref, pull.draft) == (2, ADVANCE_MESSAGE, "trackbot/next-track-1-to-2", False)
+    assert (pull.number, pull.title, pull.head_ref, pull.draft) == (
+        2,
+        ADVANCE_MESSAGE,
+        "trackbot/next-track-1-to-2",
+        False,
+    )
     assert git(stack, "log", "--format=%s", "-1", pull.head_ref) == ADVANCE_MESSAGE
     assert git(stack, "diff", "--name-only", "main", pull.head_ref) == KNOB
     assert latest_run(stack).state is RunState.ADVANCING
@@ -469,6 +474,27 @@ def test_on_a_protected_main_without_required_reviews_trackbot_merges_its_advanc
     now = [t for t in thread_texts(stack, run) if "NEXT_TRACK is now 2" in t]
     assert len(now) == 1  # once, although trackbot's merge and the webhook both saw it
     assert latest_run(stack).state is RunState.ADVANCED
+
+
+def test_advance_mode_direct_on_a_protected_main_says_what_to_change_and_changes_nothing(
+    make_stack, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_with_prompt(make_stack)
+    clone = tmp_path / "maintainer"
+    subprocess.run(["git", "clone", "-q", str(stack.repo), str(clone)], check=True)
+    (clone / ".trackbot.toml").write_text('[advance]\nmode = "direct"\n')
+    ident = ["-c", "user.name=M", "-c", "user.email=m@example.com", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", *ident, "add", ".trackbot.toml"], cwd=clone, check=True)
+    subprocess.run(["git", *ident, "commit", "-qm", "advance directly"], cwd=clone, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "main"], cwd=clone, check=True)
+    stack.github.protect("main")
+    before = git(stack, "rev-parse", "main")
+
+    answer = click(stack, "approve_advance", ALICE)
+    assert "refuses trackbot's direct write (GitHub: Changes must be made through a pull request.)" in answer.text
+    assert "Nothing was changed" in answer.text and "knob kept changing" not in answer.text
+    assert git(stack, "rev-parse", "main") == before and len(stack.github.pulls()) == 1
+    assert latest_run(stack).state is RunState.MERGED
 
 
 def test_a_stale_sha_409_is_not_taken_for_a_rule(make_stack) -> None:  # type: ignore[no-untyped-def]
