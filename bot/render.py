@@ -313,7 +313,11 @@ def remains(run: Run) -> list[str]:
             where = f" in `{gate.cwd}/`" if gate.cwd else ""
             todo.append(f"Run the gate `{gate.command}` yourself{where}: {gate.reason}.")
         elif gate.status is GateStatus.FAILED:
-            after = "then `/track run` again" if run.state is RunState.STOPPED else "the PR is a draft until then"
+            after = (
+                "then `/track run` again"
+                if run.state is RunState.STOPPED
+                else ("the PR is a draft until then" if run.draft else "the PR must not be merged until then")
+            )
             todo.append(f"Make `{gate.command}` pass ({after}).")
     for check in run.doc_gates:
         if not check.gates:
@@ -332,7 +336,9 @@ def _warnings_head(run: Run, quote: str, bold: str) -> list[str]:
     head = []
     failed = run.failed_gates()
     if failed:
-        draft = " — this PR is a draft" if run.state is not RunState.STOPPED else ""
+        draft = ""
+        if run.state is not RunState.STOPPED:  # only a PR that is a draft is called one
+            draft = " — this PR is a draft" if run.draft else (" — do not merge" if run.draft_refused else "")
         named = ", ".join(f"{g.name} ({'timed out' if g.exit_code is None else f'exit {g.exit_code}'})" for g in failed)
         head.append(f"{quote}{bold}Gates failed{bold}{draft}: {named}")
     if run.invariant_hits:
@@ -428,7 +434,7 @@ def report_text(run: Run) -> str:
         lines.append(":test_tube: *Dry run* — everything but the push and the PR. The change:")
         lines.append(f"```{run.diff_stat or '(empty)'}```")
     if run.pr_url:
-        draft = " (draft: a gate failed)" if run.draft else ""
+        draft = " (draft: a gate failed)" if run.draft else (" (gates failing)" if run.draft_refused else "")
         lines.append(f":link: PR #{run.pr_number}{draft}: {run.pr_url}")
     lines += [f":warning: {line}" for line in _warnings_head(run, "", "*")]
     problems = failures(run)
@@ -477,7 +483,8 @@ def cut_report(text: str, run: Run, limit: int = SLACK_REPORT_CHARS) -> str:
     """`text` cut at a line boundary to about `limit` characters, ending with where the full report is."""
     if len(text) <= limit:
         return text
-    where = f"the PR body: {run.pr_url}" if run.pr_url else f"the run record (`{run.id}`; `/track history`)"
+    body = f"the PR body and its first {run.report_comments} comment(s)" if run.report_comments else "the PR body"
+    where = f"{body}: {run.pr_url}" if run.pr_url else f"the run record (`{run.id}`; `/track history`)"
     kept: list[str] = []
     size = 0
     for line in text.splitlines():

@@ -180,6 +180,8 @@ class Run(BaseModel):
     pr_number: int | None = None
     pr_url: str | None = None
     draft: bool = False
+    report_comments: int = 0  # the report was over GitHub's PR body limit: it goes on in this many PR comments
+    draft_refused: bool = False  # GitHub refused a draft: the PR is a normal one marked as failing its gates
     agent_summary: str = ""
     unconfined: bool = False  # the agent or a gate ran without the sandbox (TRACKBOT_SANDBOX=off)
     stop_reason: str | None = None

@@ -331,6 +331,16 @@ class GitHubRepo:
 
         return self._call(f"update PR #{number}", update)
 
+    def comment(self, number: int, body: str) -> None:
+        """Add a comment to PR `number` (the issues API: a PR is an issue)."""
+
+        def post(_repo: Any) -> None:
+            self._gh.requester.requestJsonAndCheck(
+                "POST", f"{self._repo_url}/issues/{number}/comments", input={"body": body}
+            )
+
+        self._call(f"comment on PR #{number}", post, needs_repo=False)
+
     def get_pull(self, number: int) -> PullRef:
         """A PR by number."""
         return self._call(f"read PR #{number}", lambda repo: _pull_ref(repo.get_pull(number)))

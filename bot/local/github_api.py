@@ -55,6 +55,8 @@ _RECORDED_HEADERS = ("If-None-Match", "If-Modified-Since", "Accept", "User-Agent
 _BOT_LOGIN = "trackbot"
 _FULL_SHA = re.compile(r"[0-9a-f]{40}")
 _RATE_LIMIT = 5000
+# GitHub refuses a pull request or comment body longer than this many characters (422).
+MAX_BODY_CHARS = 65536
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +236,23 @@ class _App:
         return expires is not None and expires > dt.datetime.now(dt.UTC).timestamp()
 
 
+def _check_body(body: Any, resource: str) -> None:
+    """GitHub's 422 for a body over its limit."""
+    if isinstance(body, str) and len(body) > MAX_BODY_CHARS:
+        raise _HTTPError(
+            422,
+            "Validation Failed",
+            [
+                {
+                    "resource": resource,
+                    "code": "custom",
+                    "field": "body",
+                    "message": f"body is too long (maximum is {MAX_BODY_CHARS} characters)",
+                }
+            ],
+        )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -358,6 +377,10 @@ class GitHubTwin:
             "pull": True,
         }
 
+        # Some plans refuse drafts in private repositories; tests turn this off to be that repository.
+        self.drafts_supported = True
+        # Comments on pull requests (the issues API), by PR number.
+        self.comments: dict[int, list[str]] = {}
         # Branches a ruleset protects (see protect()): name -> approving reviews a merge needs.
         self._protected: dict[str, int] = {}
 
@@ -1086,6 +1109,19 @@ class GitHubTwin:
                             }
                         ],
                     )
+            _check_body(data.get("body"), "PullRequest")
+            if data.get("draft") and not self.drafts_supported:
+                raise _HTTPError(
+                    422,
+                    "Validation Failed",
+                    [
+                        {
+                            "resource": "PullRequest",
+                            "code": "custom",
+                            "message": "Draft pull requests are not supported in this repository.",
+                        }
+                    ],
+                )
             now = _now()
             number = max(self._pulls, default=0) + 1
             pr = PullRecord(
@@ -1116,6 +1152,7 @@ class GitHubTwin:
             if "title" in data and isinstance(data["title"], str):
                 pr.title = data["title"]
             if "body" in data:
+                _check_body(data["body"], "PullRequest")
                 pr.body = data["body"]
             state = data.get("state")
             action = "edited"
@@ -1280,6 +1317,9 @@ class GitHubTwin:
                         continue
                     if pr.state != "open":
                         return _Response(200, {"errors": [{"message": "Pull request is closed"}]})
+                    if mutation == "convertPullRequestToDraft" and not twin.drafts_supported:
+                        message = "Draft pull requests are not supported in this repository."
+                        return _Response(200, {"errors": [{"type": "UNPROCESSABLE", "message": message}]})
                     pr.draft = mutation == "convertPullRequestToDraft"
                     pr.updated_at = _now()
                     twin._emit(f"PR #{pr.number} {'is a draft again' if pr.draft else 'is ready for review'}")
@@ -1342,6 +1382,8 @@ class GitHubTwin:
                     raise _HTTPError(404, "Not Found")
                 if tail[1:] == ["merge"] and method == "PUT":
                     return self._http_merge(pr, data)
+        elif head == "issues" and len(tail) == 2 and tail[1] == "comments" and method == "POST":
+            return self._comment(tail[0], data)
         elif head == "branches" and method == "GET":
             if not tail:
                 return _Response(200, [self._branch_json(b) for b in self._branches()])
@@ -1457,6 +1499,34 @@ class GitHubTwin:
                     },
                 )
         raise _HTTPError(404, "Not Found")
+
+    def _comment(self, number_text: str, data: dict[str, Any]) -> _Response:
+        pr = self._pulls.get(int(number_text)) if number_text.isdigit() else None
+        if pr is None:
+            raise _HTTPError(404, "Not Found")
+        body = data.get("body")
+        if not isinstance(body, str) or not body:
+            raise _HTTPError(422, 'Invalid request.\n\n"body" is required.')
+        _check_body(body, "IssueComment")
+        comments = self.comments.setdefault(pr.number, [])
+        comments.append(body)
+        now, api = _now(), self._repo_api()
+        comment_id = pr.number * 1000 + len(comments)
+        return _Response(
+            201,
+            {
+                "id": comment_id,
+                "node_id": f"IC_{comment_id}",
+                "url": f"{api}/issues/comments/{comment_id}",
+                "html_url": f"{self.html_url}/{self.full_name}/pull/{pr.number}#issuecomment-{comment_id}",
+                "issue_url": f"{api}/issues/{pr.number}",
+                "body": body,
+                "user": self._user_json(_BOT_LOGIN),
+                "created_at": now,
+                "updated_at": now,
+                "author_association": "NONE",
+            },
+        )
 
     def _create_ref(self, data: dict[str, Any]) -> _Response:
         ref, sha = data.get("ref"), data.get("sha")
