@@ -137,6 +137,10 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
         "TRACKBOT_GITHUB_ATTEMPTS",
         "tries of a GitHub call that fails with a 5xx or no answer while publishing (default 4)",
     ),
+    "github_rate_limit_wait_s": (
+        "TRACKBOT_GITHUB_RATE_LIMIT_WAIT",
+        "the longest one GitHub rate limit (primary or secondary) is waited out, in seconds (default 120)",
+    ),
     "github_retry_backoff_s": (
         "TRACKBOT_GITHUB_RETRY_BACKOFF",
         "seconds before the first GitHub retry, doubled for each next one (default 2)",
@@ -310,6 +314,11 @@ class Settings(BaseSettings):
     )
     github_attempts: int = Field(
         default=4, ge=1, validation_alias=AliasChoices("TRACKBOT_GITHUB_ATTEMPTS", "github_attempts")
+    )
+    github_rate_limit_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        validation_alias=AliasChoices("TRACKBOT_GITHUB_RATE_LIMIT_WAIT", "github_rate_limit_wait_s"),
     )
     github_retry_backoff_s: float = Field(
         default=2.0, ge=0, validation_alias=AliasChoices("TRACKBOT_GITHUB_RETRY_BACKOFF", "github_retry_backoff_s")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import threading
 from collections import OrderedDict
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from github import Auth, Github, GithubException, GithubIntegration
+from github import Auth, Github, GithubException, GithubIntegration, GithubRetry
+from github.GithubException import RateLimitExceededExceedsMaxWait
 from github.GithubObject import NotSet
 from github.PullRequest import PullRequest
 
@@ -67,6 +69,60 @@ class PullRef:
     head: str
     draft: bool
     merged_by: str | None = None  # the merger's GitHub login (filled by pull_if_changed)
+
+
+class RateLimited(GitHubError):
+    """GitHub's rate limit (primary: 403 with x-ratelimit-remaining 0; secondary: 403/429 with
+    retry-after) outlasted the bounded wait; the message says until when."""
+
+
+class _BoundedRetry(GithubRetry):
+    """PyGithub's GithubRetry, for rate limits only (5xx are the run's own retries, bot.jobs), with
+    a bound on `Retry-After` too: GithubRetry bounds the waits it computes, urllib3 sleeps any
+    `Retry-After` it is given."""
+
+    def increment(self, method: Any = None, url: Any = None, response: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if response is not None and self.max_rate_limit_wait is not None:
+            wait = self.parse_retry_after(response.headers.get("Retry-After") or "0")
+            if wait > self.max_rate_limit_wait:
+                body = {"message": f"GitHub asks to wait {wait:.0f}s (Retry-After), longer than trackbot waits"}
+                raise RateLimitExceededExceedsMaxWait(response.status, body, dict(response.headers), wait=wait)
+        return super().increment(method, url, response, *args, **kwargs)
+
+
+def rate_limit_retry(max_wait_s: float, attempts: int = 3) -> GithubRetry:
+    """A retry for GitHubRepo: GitHub's rate limits are waited out (at most `max_wait_s` each,
+    `attempts` times), through PyGithub's own GithubRetry; other failures are not retried here."""
+    return _BoundedRetry(
+        total=attempts,
+        secondary_rate_wait=min(60.0, max_wait_s),
+        max_rate_limit_wait=max_wait_s,
+        status_forcelist=[429],  # GithubRetry adds 403, and retries it only for a rate limit
+        allowed_methods=frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}),
+        raise_on_status=False,  # the last answer, not urllib3's MaxRetryError: GitHub's words reach the user
+        backoff_factor=0,
+        connect=0,
+        read=0,
+        other=0,
+    )
+
+
+def _rate_limited(error: GithubException) -> bool:
+    headers = {str(k).lower(): str(v) for k, v in (error.headers or {}).items()}
+    if error.status == 429 or (error.status == 403 and "retry-after" in headers):
+        return True
+    return error.status == 403 and headers.get("x-ratelimit-remaining") == "0"
+
+
+def _rate_limit_words(error: GithubException) -> str:
+    headers = {str(k).lower(): str(v) for k, v in (error.headers or {}).items()}
+    reset = headers.get("x-ratelimit-reset", "")
+    when = ""
+    if reset.isdigit() and headers.get("x-ratelimit-remaining") == "0":
+        when = f"; it resets at {dt.datetime.fromtimestamp(int(reset), dt.UTC):%H:%M} UTC"
+    elif headers.get("retry-after"):
+        when = f"; GitHub asks to wait {headers['retry-after']}s"
+    return f" (GitHub's rate limit, still hit after waiting{when})"
 
 
 def _message(error: GithubException) -> str:
@@ -198,6 +254,10 @@ class GitHubRepo:
         except GithubException as error:
             self._count_error(error.status)
             message = _message(error)
+            if _rate_limited(error):
+                # urllib3 hands back the last answer after GithubRetry has read its body: it may be gone.
+                words = message or "the rate limit is spent"
+                raise RateLimited(doing, error.status, words + _rate_limit_words(error)) from None
             raise _error_class(error.status, message)(doing, error.status, message) from None
         except OSError as error:  # connection refused, DNS, timeouts (requests' errors are OSErrors)
             self._count_error(None)

@@ -411,6 +411,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "TRACKBOT_RQ_MAINTENANCE_INTERVAL": str(settings.rq_maintenance_interval_s),
         "TRACKBOT_GITHUB_ATTEMPTS": str(settings.github_attempts),
         "TRACKBOT_GITHUB_RETRY_BACKOFF": str(settings.github_retry_backoff_s),
+        "TRACKBOT_GITHUB_RATE_LIMIT_WAIT": str(settings.github_rate_limit_wait_s),
         "TRACKBOT_SLACK_WORK_THREADS": str(settings.slack_work_threads),
         "TRACKBOT_SLACK_WORK_CLAIM_IDLE": str(settings.slack_work_claim_idle_s),
     }

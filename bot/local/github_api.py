@@ -193,6 +193,8 @@ class _Fault:
     status: int
     method: str | None
     path_prefix: str | None
+    rate_limit: str = ""  # "primary" or "secondary": answer as GitHub's rate limits do
+    wait_s: int = 1  # primary: seconds until x-ratelimit-reset; secondary: its retry-after
 
 
 @dataclass
@@ -468,6 +470,27 @@ class GitHubTwin:
         maintainer merging in the browser: it is allowed."""
         with self._lock:
             self._protected[branch] = required_approvals
+
+    def rate_limit_next(
+        self,
+        kind: str = "primary",
+        count: int = 1,
+        wait_s: int = 1,
+        status: int | None = None,
+        method: str | None = None,
+        path_prefix: str | None = None,
+    ) -> None:
+        """Answer the next `count` matching requests as GitHub's rate limits do.
+
+        `primary`: 403 "API rate limit exceeded for user ID 1." with `x-ratelimit-remaining: 0` and
+        `x-ratelimit-reset` `wait_s` seconds from now (no retry-after). `secondary`: `status` 403
+        (or 429) "You have exceeded a secondary rate limit..." with `retry-after: wait_s`.
+        """
+        if kind not in ("primary", "secondary"):
+            raise ValueError("kind is primary or secondary")
+        answer = status or 403
+        with self._lock:
+            self._faults.append(_Fault(count, answer, method.upper() if method else None, path_prefix, kind, wait_s))
 
     def serve(self, other: GitHubTwin) -> GitHubTwin:
         """Serve `other`'s repository from this twin's server too: several repositories, one API URL.
@@ -1245,8 +1268,10 @@ class GitHubTwin:
         )
 
     def _rate_headers(self, status: int) -> dict[str, str]:
+        # Only a rate limit's own answer says 0 remaining (it sets the header itself): GitHub's other
+        # 403s ("Resource not accessible by integration") leave plenty.
         reset = str(int(dt.datetime.now(dt.UTC).timestamp()) + 3600)
-        remaining = "0" if status in (403, 429) else str(_RATE_LIMIT - 1)
+        remaining = str(_RATE_LIMIT - 1)
         return {
             "X-RateLimit-Limit": str(_RATE_LIMIT),
             "X-RateLimit-Remaining": remaining,
@@ -1283,6 +1308,22 @@ class GitHubTwin:
         if installation and path.rstrip("/") == "/user":
             raise _HTTPError(403, "Resource not accessible by integration")
         fault = self._take_fault(method, path)
+        if fault is not None and fault.rate_limit == "primary":
+            reset = int(dt.datetime.now(dt.UTC).timestamp()) + fault.wait_s
+            raise _HTTPError(
+                fault.status,
+                "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for help, please "
+                "include the request ID.",
+                headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
+                documentation="https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+            )
+        if fault is not None and fault.rate_limit == "secondary":
+            raise _HTTPError(
+                fault.status,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                headers={"Retry-After": str(fault.wait_s)},
+                documentation="https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
+            )
         if fault is not None:
             extra: dict[str, str] = {}
             message = {500: "Server Error", 502: "Server Error", 503: "Service Unavailable"}.get(
