@@ -567,6 +567,12 @@ class Settings(BaseSettings):
             repos.insert(0, self.github_repository)
         return repos
 
+    def configured_repository(self, name: str) -> str | None:
+        """`name` as this deployment spells it: GitHub's repository names are case-insensitive, so a
+        webhook for Acme/Widgets belongs to acme/widgets. None when it is not served here."""
+        wanted = name.lower()
+        return next((repo for repo in self.repositories if repo.lower() == wanted), None)
+
     def repository_for_channel(self, channel: str) -> str | None:
         """The repository a channel drives: its TRACKBOT_CHANNELS entry, else GITHUB_REPOSITORY
         when no channel map restricts it; None when the channel is not set up."""

@@ -178,3 +178,14 @@ def test_a_warm_status_makes_only_conditional_github_requests(make_stack) -> Non
     for request in warm:
         assert request.method == "GET" and "If-None-Match" in request.headers, request
         assert request.status == 304, request
+
+
+def test_credentials_that_cannot_see_the_repository_are_named_not_a_missing_knob(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack()
+    stack.github.hidden = True  # GitHub's 404 for a private repository the token was not given
+    repo = stack.services.settings.github_repository
+    for text in ("status", "run"):
+        answer = command(stack, text, ALICE).text
+        assert f"the GitHub credentials cannot see {repo}" in answer, answer
+        assert "does not exist" not in answer
+    assert stack.services.store.latest(repo) is None  # nothing was queued

@@ -497,6 +497,17 @@ def test_advance_mode_direct_on_a_protected_main_says_what_to_change_and_changes
     assert latest_run(stack).state is RunState.MERGED
 
 
+def test_a_webhook_names_the_repository_in_any_case_and_still_prompts(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_with_pr(make_stack)
+    stack.github.webhook_url = None
+    stack.github.merge_pull(1, merged_by="alice")
+    payload = merged_payload(stack)
+    shouted = stack.services.settings.github_repository.upper()  # GitHub's names are case-insensitive
+    payload["repository"]["full_name"] = shouted
+    assert webhook(stack, "pull_request", payload)[0] == 200
+    assert any(PROMPT in t for t in thread_texts(stack, latest_run(stack)))
+
+
 def test_a_stale_sha_409_is_not_taken_for_a_rule(make_stack) -> None:  # type: ignore[no-untyped-def]
     stack = stack_with_prompt(make_stack)
     stack.github.fail_next(status=409, method="PUT")

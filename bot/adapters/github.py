@@ -71,6 +71,19 @@ class PullRef:
     merged_by: str | None = None  # the merger's GitHub login (filled by pull_if_changed)
 
 
+class RepoNotVisible(GitHubError):
+    """GitHub answers 404 for the repository itself: the token or App cannot see it (GitHub hides
+    a private repository it does not share, rather than answering 403)."""
+
+    def __init__(self, repository: str) -> None:
+        Exception.__init__(
+            self,
+            f"the GitHub credentials cannot see {repository}: check the repository name, and that the token "
+            "(or the App's installation) has access to it",
+        )
+        self.status = 404
+
+
 class RateLimited(GitHubError):
     """GitHub's rate limit (primary: 403 with x-ratelimit-remaining 0; secondary: 403/429 with
     retry-after) outlasted the bounded wait; the message says until when."""
@@ -240,6 +253,7 @@ class GitHubRepo:
             seconds_between_writes=write_interval_s or None,
         )
         self._repo: Any = None
+        self._visible = False  # GitHub has answered for this repository once: a later 404 is a missing file
         self._repo_url = f"{base_url.rstrip('/')}/repos/{repository}"
         # Contents read before, by (path, ref): their ETag and JSON. A conditional GET answered 304
         # costs no rate limit, so a warm `/track status` spends none.
@@ -250,9 +264,15 @@ class GitHubRepo:
         try:
             if self._repo is None and needs_repo:
                 self._repo = self._gh.get_repo(self.repository)
+                self._visible = True
             return fn(self._repo, *args, **kwargs)
+        except RepoNotVisible:
+            self._count_error(404)
+            raise
         except GithubException as error:
             self._count_error(error.status)
+            if error.status == 404 and self._repo is None and needs_repo:
+                raise RepoNotVisible(self.repository) from None
             message = _message(error)
             if _rate_limited(error):
                 # urllib3 hands back the last answer after GithubRetry has read its body: it may be gone.
@@ -288,7 +308,11 @@ class GitHubRepo:
         if status == 304 and cached is not None:
             return cached[1]
         if status == 404:
+            if not self._visible and self._hidden():
+                raise RepoNotVisible(self.repository)
             return None
+        if status < 400:
+            self._visible = True
         try:
             data: Any = json.loads(body) if body else None
         except ValueError:
@@ -303,6 +327,12 @@ class GitHubRepo:
                 while len(self._contents_cache) > CONTENTS_CACHE_SIZE:
                     self._contents_cache.popitem(last=False)
         return data
+
+    def _hidden(self) -> bool:
+        """Whether GitHub answers 404 for the repository itself (asked once, after a 404 for a file)."""
+        status, _headers, _body = self._gh.requester.requestJson("GET", self._repo_url)
+        self._visible = status < 400
+        return status == 404
 
     def read_text(self, path: str, ref: str = "main") -> tuple[str, str] | None:
         """A file's text and blob sha on `ref`, or None if it does not exist."""

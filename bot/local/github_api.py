@@ -379,6 +379,8 @@ class GitHubTwin:
             "pull": True,
         }
 
+        # True: the twin's credentials cannot see this repository, and GitHub answers 404 for it.
+        self.hidden = False
         # Some plans refuse drafts in private repositories; tests turn this off to be that repository.
         self.drafts_supported = True
         # Comments on pull requests (the issues API), by PR number.
@@ -1387,7 +1389,7 @@ class GitHubTwin:
             raise _HTTPError(404, "Not Found")
         name = f"{parts[1]}/{parts[2]}".lower()
         target = self if name == self.full_name.lower() else self._others.get(name)
-        if target is None:
+        if target is None or target.hidden:
             raise _HTTPError(404, "Not Found")
         rest = parts[3:]
         with target._lock:
