@@ -325,6 +325,15 @@ class Commands:
                 f"{latest.noun} {latest.track}'s PR #{latest.pr_number} is merged and waits for a maintainer "
                 f"to approve advancing NEXT_TRACK ({self.link(latest)}, or `/track advance`)."
             )
+        if services.poster.may_post(channel) is False:
+            # The run's thread, progress and report could not be posted here (not_in_channel), while
+            # the run could still open a PR: refuse now. This answer goes through response_url,
+            # which works without membership.
+            audit.record(services.redis, "run_refused", user, repo, "bot not in the channel")
+            return Reply(
+                ":no_entry: I am not in this channel, so I could not post the run's thread here. "
+                "`/invite @trackbot`, then `/track run` again."
+            )
         run = Run(
             repo=repo,
             track=doc.number,

@@ -498,6 +498,32 @@ def cut_report(text: str, run: Run, limit: int = SLACK_REPORT_CHARS) -> str:
     return "\n".join(kept)
 
 
+def section_texts(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` characters for section blocks, cut between lines (a
+    longer line is cut too), in the text's order; never an empty or blank piece (Slack refuses an
+    empty section as invalid_blocks)."""
+    pieces: list[str] = []
+    chunk: list[str] = []
+
+    def flush() -> None:
+        joined = "\n".join(chunk)
+        if joined.strip():
+            pieces.append(joined)
+        chunk.clear()
+
+    for line in text.splitlines():
+        while len(line) > limit:
+            flush()  # what came before the long line goes first
+            if line[:limit].strip():
+                pieces.append(line[:limit])
+            line = line[limit:]
+        if chunk and len("\n".join([*chunk, line])) > limit:
+            flush()
+        chunk.append(line)
+    flush()
+    return pieces
+
+
 def report_blocks(run: Run) -> Blocks | None:
     """Blocks for the thread's report when it needs a button (a guardrail exception to approve); None
     otherwise (the plain text is the message)."""
@@ -505,17 +531,8 @@ def report_blocks(run: Run) -> Blocks | None:
         return None
     text = report_text(run)
     blocks: Blocks = []
-    chunk: list[str] = []
-    for line in text.splitlines():
-        while len(line) > REPORT_SECTION_CHARS:
-            blocks.append(section(line[:REPORT_SECTION_CHARS]))
-            line = line[REPORT_SECTION_CHARS:]
-        if chunk and len("\n".join([*chunk, line])) > REPORT_SECTION_CHARS:
-            blocks.append(section("\n".join(chunk)))
-            chunk = []
-        chunk.append(line)
-    if chunk:
-        blocks.append(section("\n".join(chunk)))
+    for text_of_block in section_texts(text, REPORT_SECTION_CHARS):
+        blocks.append(section(text_of_block))
     blocks = blocks[:45]
     blocks.append(buttons(("approve_exception", "Approve exception", run.id, "primary")))
     return blocks

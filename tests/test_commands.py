@@ -189,3 +189,12 @@ def test_credentials_that_cannot_see_the_repository_are_named_not_a_missing_knob
         assert f"the GitHub credentials cannot see {repo}" in answer, answer
         assert "does not exist" not in answer
     assert stack.services.store.latest(repo) is None  # nothing was queued
+
+
+def test_run_in_a_channel_the_bot_is_not_in_says_to_invite_it_and_queues_nothing(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack()
+    stack.slack.not_joined.add(CHANNEL_ID)
+    answer = command(stack, "run", ALICE)
+    assert "I am not in this channel" in answer.text and "`/invite @trackbot`" in answer.text
+    assert stack.services.store.latest(stack.services.settings.github_repository) is None
+    assert stack.github.pulls() == []
