@@ -604,6 +604,26 @@ def test_a_github_rate_limit_while_opening_the_pr_is_waited_out_and_the_pr_opens
     assert len(pulls(stack)) == 1 and len(reports(stack)) == 1
 
 
+def test_a_failing_gate_with_no_pr_opened_never_says_this_pr_is_a_draft(
+    fast: None, make_stack: MakeStack, tmp_path: Path
+) -> None:
+    body = """\
+        import pathlib
+        pathlib.Path("scripts").mkdir(exist_ok=True)
+        pathlib.Path("scripts/x.sh").write_text("echo red\\nexit 1\\n")
+    """
+    stack = make_stack(agent=agent_script(tmp_path, textwrap.dedent(body), name="red_agent.py"))
+    assert stack.github is not None
+    attempts = services(stack).settings.github_attempts
+    stack.github.fail_next(
+        count=attempts, status=503, method="POST", path_prefix=f"/repos/{stack.github.full_name}/pulls"
+    )
+    run = queue_run(stack)
+    assert ended(stack, run.id).state is RunState.FAILED
+    [report] = wait_for("the report", lambda: reports(stack))
+    assert "Gates failed" in report.text and "draft" not in report.text.lower()
+
+
 def test_github_down_after_the_push_fails_the_run_saying_the_branch_is_pushed_and_retry_opens_the_pr(
     fast: None, make_stack: MakeStack, tmp_path: Path
 ) -> None:

@@ -89,14 +89,19 @@ def pull_request(ctx: RunContext) -> StepResult:
     base = ctx.settings.base_branch
     existing = ctx.github.find_open_pull(run.branch, base)
     try:
-        pr, verb, draft, rest = _publish(ctx, existing, title)
-    except GitHubError as error:
-        if not (run.draft and DRAFTS_REFUSED in str(error).lower()):
-            raise
-        # No drafts on this repository's plan: a normal PR, marked as failing its gates in title and body.
-        run.draft, run.draft_refused = False, True
-        pr, verb, draft, rest = _publish(ctx, existing, FAILING_TITLE + title)
-        draft = " marked as failing its gates (GitHub refused a draft: not supported here)"
+        try:
+            pr, verb, draft, rest = _publish(ctx, existing, title)
+        except GitHubError as error:
+            if not (run.draft and DRAFTS_REFUSED in str(error).lower()):
+                raise
+            # No drafts on this repository's plan: a normal PR, marked as failing its gates in title and body.
+            run.draft, run.draft_refused = False, True
+            pr, verb, draft, rest = _publish(ctx, existing, FAILING_TITLE + title)
+            draft = " marked as failing its gates (GitHub refused a draft: not supported here)"
+    except Exception:
+        if existing is None:  # no PR was opened: the report must not call one a draft
+            run.draft = run.draft_refused = False
+        raise
     run.pr_number, run.pr_url = pr.number, pr.url
     for part in rest:
         ctx.github.comment(pr.number, part)
