@@ -2,7 +2,10 @@
 
 The advance rewrites only the `next_track` line through the contents API with the file's sha:
 a stale sha means someone else changed the knob, so it is re-read and re-checked; it never
-advances twice.
+advances twice. When a branch rule protects main (GitHub answers the write with a rule-violation
+409, not a stale sha), or `.trackbot.toml` says `[advance] mode = "pull_request"`, the advance is
+its own one-line PR with the same commit message; trackbot merges it when the rules let it, and
+otherwise the thread follows that PR until someone merges it.
 """
 
 from __future__ import annotations
@@ -10,13 +13,13 @@ from __future__ import annotations
 import logging
 
 from bot import audit
-from bot.adapters.github import GitHubError, GitHubFiles, StaleFile
+from bot.adapters.github import GitHubError, GitHubFiles, GitHubRepo, RuleViolation, StaleFile
 from bot.adapters.slack import SlackError
 from bot.commands import Reply
 from bot.knob import KnobError, advance_knob_text, parse_knob
 from bot.plan import TrackDoc, resolve_plan_doc
 from bot.render import knob_name, mention, merge_prompt, section
-from bot.repo_rules import RepoRulesError
+from bot.repo_rules import RepoRules, RepoRulesError
 from bot.runs import Run, RunState
 from bot.services import Services
 
@@ -35,6 +38,8 @@ class Advancer:
         """A track branch's PR merged: ask in its run's thread whether to advance. Once per merge."""
         services = self.services
         run = services.store.for_branch(repo, branch)
+        if run is not None and run.advance_pr_number is not None and run.advance_pr_number == pr_number:
+            return self.advance_pull_merged(run, merged_by)
         if run is None or (run.pr_number is not None and run.pr_number != pr_number):
             log.info("merged PR #%s (%s) belongs to no run; no prompt", pr_number, branch)
             return None
@@ -51,6 +56,17 @@ class Advancer:
             services.store.forget("merge-prompt", run.repo, str(pr_number))
             raise
         services.store.save(run)
+        return run
+
+    def advance_pull_merged(self, run: Run, merged_by: str | None) -> Run | None:
+        """The advance's own PR merged: NEXT_TRACK is advanced; say so in the thread. Once per merge
+        (the webhook, the poller and trackbot's own merge may all see it)."""
+        services = self.services
+        if run.state is not RunState.ADVANCING or run.advance_pr_number is None:
+            return None
+        if not services.store.once("advance-merged", run.repo, str(run.advance_pr_number)):
+            return None
+        self._mark_advanced(run, run.advance_approved_by or merged_by or "?", run.track + 1, merged_by=merged_by)
         return run
 
     def refusal(self, user: str, run: Run | None, action: str) -> Reply | None:
@@ -141,6 +157,10 @@ class Advancer:
             run = services.store.get(run.id) or run
             if run.state is RunState.ADVANCED:
                 return Reply(f"Already advanced to {run.advanced_to} by {mention(run.advanced_by or '?')}.")
+            if run.state is RunState.ADVANCING:
+                return Reply(
+                    f"The advance already waits for PR #{run.advance_pr_number} to merge: {run.advance_pr_url}"
+                )
             if run.state not in (RunState.MERGED, RunState.DISMISSED):
                 return Reply(f"Track {run.track} is not merged ({run.state.value}); nothing to advance.")
             return self._advance(run, user)
@@ -151,11 +171,12 @@ class Advancer:
         services = self.services
         github = services.github(run.repo)
         try:
-            rules = services.repo_rules(run.repo).for_plan(run.plan).rules
+            repo_rules = services.repo_rules(run.repo).for_plan(run.plan)
         except RepoRulesError as error:
             return Reply(f":warning: {error}. Nothing was changed.")
         except GitHubError as error:
             return Reply(f":boom: {services.redact(str(error))}. Nothing was changed; try again.")
+        rules, mode = repo_rules.rules, repo_rules.advance_mode
         path, branch = rules.knob_path, services.settings.base_branch
         old, new = run.track, run.track + 1
         for _attempt in range(MAX_ATTEMPTS):
@@ -170,6 +191,8 @@ class Advancer:
                     return Reply(f"NEXT_TRACK is already {new}; nothing to do.")
                 if knob.next_track != old:
                     return Reply(f"NEXT_TRACK is now {knob.next_track}, not {old}; not advancing.")
+                if mode == "pull_request":
+                    return self._advance_by_pull(run, user, github, repo_rules, text, None)
                 github.update_file(
                     path,
                     advance_knob_text(text, old, new, path, rules.knob_field),
@@ -179,6 +202,14 @@ class Advancer:
                 )
             except StaleFile:
                 continue  # someone changed the knob between read and write: read and check again
+            except RuleViolation as violation:
+                if mode == "direct":
+                    return Reply(
+                        f":no_entry: A rule on {branch} refuses trackbot's direct write (GitHub: {violation.reason}). "
+                        f'Give trackbot a bypass, or set `[advance] mode = "auto"` in `.trackbot.toml` to advance '
+                        "through a pull request. Nothing was changed."
+                    )
+                return self._advance_by_pull(run, user, github, repo_rules, text, violation.reason)
             except KnobError as error:
                 return Reply(f":warning: {error}")
             except GitHubError as error:
@@ -187,14 +218,88 @@ class Advancer:
             return Reply(f"Advanced {knob_name(run)} from {old} to {new}.", ephemeral=True)
         return Reply("The knob kept changing under me; not advancing. Check it and try again.")
 
-    def _mark_advanced(self, run: Run, user: str, new: int, note: str = "") -> None:
+    def _advance_by_pull(
+        self, run: Run, user: str, github: GitHubRepo, repo_rules: RepoRules, text: str, refused: str | None
+    ) -> Reply:
+        """The advance as a one-line PR: a branch from main, the knob's one line changed with the
+        advance's exact commit message, a PR, and a merge when the repository's rules let trackbot."""
         services = self.services
+        rules, base = repo_rules.rules, services.settings.base_branch
+        old, new = run.track, run.track + 1
+        message = rules.advance_message(old, new)
+        head = f"trackbot/next-track-{old}-to-{new}"
+        why = (
+            f"{base} is protected (GitHub: {refused}), so the advance is its own pull request"
+            if refused
+            else "this repository advances through a pull request (`[advance] mode`)"
+        )
+        try:
+            on_head = github.read_text(rules.knob_path, head)
+            if on_head is None:  # a PR of an earlier attempt keeps its branch; else start one from main
+                github.create_branch(head, github.branch_sha(base))
+                on_head = github.read_text(rules.knob_path, head)
+            if on_head is None:
+                return Reply(f"`{rules.knob_path}` is missing on {head}; not advancing.")
+            if parse_knob(on_head[0], rules.knob_path, rules.knob_field).next_track == old:
+                changed = advance_knob_text(on_head[0], old, new, rules.knob_path, rules.knob_field)
+                github.update_file(rules.knob_path, changed, on_head[1], message, head)
+            pull = github.find_open_pull(head, base) or github.open_pull(
+                head,
+                base,
+                message,
+                f"Advances NEXT_TRACK from {old} to {new} after PR #{run.pr_number} (track {old}) merged; "
+                f"approved by a maintainer in Slack. Only `{rules.knob_path}` changes.",
+                draft=False,
+            )
+        except KnobError as error:
+            return Reply(f":warning: {error}")
+        except GitHubError as error:
+            return Reply(f":boom: {services.redact(str(error))}. NEXT_TRACK was not changed; try again.")
+        services.store.index_branch(run.repo, head, run.id)
+        run.state, run.advance_approved_by = RunState.ADVANCING, user
+        run.advance_pr_number, run.advance_pr_url, run.advance_branch = pull.number, pull.url, head
+        services.store.save(run)
+        audit.record(
+            services.redis, "approved", user, run.repo, f"advance {old} → {new} through PR #{pull.number}", run.id
+        )
+        try:
+            github.merge_pull(pull.number, message)
+        except GitHubError as error:
+            # Reviews or checks required: someone allowed to merges it; the webhook or the poller sees it.
+            reason = error.reason if isinstance(error, RuleViolation) else services.redact(str(error))
+            self._close_prompt(
+                run,
+                f":lock: Approved by {mention(user)}; {why}: PR #{pull.number} {pull.url} (`{message}`). "
+                f"I cannot merge it myself ({reason}); I will say here when it merges.",
+            )
+            return Reply(f"The advance waits for PR #{pull.number} to merge: {pull.url}", ephemeral=True)
+        self._close_prompt(
+            run, f":lock: Approved by {mention(user)}; {why}: PR #{pull.number} {pull.url}, merged by me."
+        )
+        self.advance_pull_merged(run, None)
+        return Reply(f"Advanced NEXT_TRACK from {old} to {new} through PR #{pull.number}.", ephemeral=True)
+
+    def _mark_advanced(self, run: Run, user: str, new: int, note: str = "", merged_by: str | None = None) -> None:
+        services = self.services
+        through_pull = run.state is RunState.ADVANCING
         run.state, run.advanced_by, run.advanced_to = RunState.ADVANCED, user, new
         services.store.save(run)
-        audit.record(services.redis, "approved", user, run.repo, f"advance {run.track} → {new}", run.id)
+        if not through_pull:  # an advance through its PR was recorded as approved when the PR opened
+            audit.record(services.redis, "approved", user, run.repo, f"advance {run.track} → {new}", run.id)
         if not note:
             audit.record(services.redis, "knob_advanced", user, run.repo, f"next_track {run.track} → {new}", run.id)
         next_words = self._describe_track(run.repo, new, run.plan)
+        if through_pull:
+            by = f" by {merged_by}" if merged_by else ""
+            text = (
+                f":arrow_right: PR #{run.advance_pr_number} merged{by}: {knob_name(run)} is now {new}. "
+                f"Next: {next_words}."
+            )
+            try:
+                services.poster.post(run.channel, text, thread_ts=run.thread_ts)
+            except SlackError as error:
+                log.warning("saying the advance of %s merged: %s", run.id, error)
+            return
         extra = f" ({note})" if note else ""
         self._close_prompt(
             run,

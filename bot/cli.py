@@ -165,10 +165,10 @@ def _serve_gunicorn(host: str, port: int, workers: int) -> int:
 
 def cmd_console(args: argparse.Namespace) -> int:
     """The local stack with a console."""
-    from bot.local.console import TOUR, run_console
+    from bot.local.console import PROTECTED_TOUR, TOUR, run_console
 
     logging.basicConfig(level=logging.WARNING)
-    lines = list(TOUR) if args.tour else None
+    lines = list(PROTECTED_TOUR if args.protect_main else TOUR) if args.tour else None
     return run_console(
         lines,
         sys.stdout,
@@ -176,6 +176,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         agent=args.agent,
         work_dir=args.work_dir,
         interactive=sys.stdin.isatty() and not args.tour,
+        protect_main=args.protect_main,
     )
 
 
@@ -254,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     console.add_argument("--agent", help="the agent command (default: the sample agent)")
     console.add_argument("--work-dir", type=Path, help="keep clones and Redis data here (default: a temp dir)")
     console.add_argument("--tour", action="store_true", help="play the scripted tour instead of reading stdin")
+    console.add_argument(
+        "--protect-main",
+        action="store_true",
+        help="the local GitHub protects main (a ruleset needing a review): the advance goes through its own PR",
+    )
     console.set_defaults(func=cmd_console)
     worker = sub.add_parser("worker", help="run a queue worker")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")

@@ -270,6 +270,11 @@ class Commands:
             return f"{words}: PR #{latest.pr_number} {latest.pr_url}"
         if latest.state is RunState.MERGED:
             return f"{words}: PR #{latest.pr_number} merged; a maintainer approves in {self.link(latest)}"
+        if latest.state is RunState.ADVANCING:
+            return (
+                f"{words}: NEXT_TRACK {latest.track} → {latest.track + 1} waits for PR "
+                f"#{latest.advance_pr_number} {latest.advance_pr_url} to merge ({self.link(latest)})"
+            )
         if latest.state in (RunState.STOPPED, RunState.FAILED):
             reason = latest.stop_reason or latest.error or ""
             return f"{words} — {reason} ({self.link(latest)}); `/track run` tries again"
@@ -319,6 +324,15 @@ class Commands:
             return Reply(
                 f"{latest.noun} {latest.track}'s PR #{latest.pr_number} is merged and waits for a maintainer "
                 f"to approve advancing NEXT_TRACK ({self.link(latest)}, or `/track advance`)."
+            )
+        if services.poster.may_post(channel) is False:
+            # The run's thread, progress and report could not be posted here (not_in_channel), while
+            # the run could still open a PR: refuse now. This answer goes through response_url,
+            # which works without membership.
+            audit.record(services.redis, "run_refused", user, repo, "bot not in the channel")
+            return Reply(
+                ":no_entry: I am not in this channel, so I could not post the run's thread here. "
+                "`/invite @trackbot`, then `/track run` again."
             )
         run = Run(
             repo=repo,

@@ -137,6 +137,10 @@ SETTING_HINTS: dict[str, tuple[str, str]] = {
         "TRACKBOT_GITHUB_ATTEMPTS",
         "tries of a GitHub call that fails with a 5xx or no answer while publishing (default 4)",
     ),
+    "github_rate_limit_wait_s": (
+        "TRACKBOT_GITHUB_RATE_LIMIT_WAIT",
+        "the longest one GitHub rate limit (primary or secondary) is waited out, in seconds (default 120)",
+    ),
     "github_retry_backoff_s": (
         "TRACKBOT_GITHUB_RETRY_BACKOFF",
         "seconds before the first GitHub retry, doubled for each next one (default 2)",
@@ -310,6 +314,11 @@ class Settings(BaseSettings):
     )
     github_attempts: int = Field(
         default=4, ge=1, validation_alias=AliasChoices("TRACKBOT_GITHUB_ATTEMPTS", "github_attempts")
+    )
+    github_rate_limit_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        validation_alias=AliasChoices("TRACKBOT_GITHUB_RATE_LIMIT_WAIT", "github_rate_limit_wait_s"),
     )
     github_retry_backoff_s: float = Field(
         default=2.0, ge=0, validation_alias=AliasChoices("TRACKBOT_GITHUB_RETRY_BACKOFF", "github_retry_backoff_s")
@@ -557,6 +566,12 @@ class Settings(BaseSettings):
         if self.github_repository and self.github_repository not in repos:
             repos.insert(0, self.github_repository)
         return repos
+
+    def configured_repository(self, name: str) -> str | None:
+        """`name` as this deployment spells it: GitHub's repository names are case-insensitive, so a
+        webhook for Acme/Widgets belongs to acme/widgets. None when it is not served here."""
+        wanted = name.lower()
+        return next((repo for repo in self.repositories if repo.lower() == wanted), None)
 
     def repository_for_channel(self, channel: str) -> str | None:
         """The repository a channel drives: its TRACKBOT_CHANNELS entry, else GITHUB_REPOSITORY

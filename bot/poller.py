@@ -43,14 +43,16 @@ def poll_merges(services: Services, runs_per_repo: int = RUNS_PER_REPO) -> list[
     redis = services.redis
     for repo in services.settings.repositories:
         for run in services.store.runs(repo, runs_per_repo):
+            # An advance waiting for its own PR is followed like a track's PR.
+            advancing = run.state is RunState.ADVANCING and run.advance_pr_number is not None
             if run.pr_number is None:
                 continue
             # A merged run whose prompt never got posted (Slack failed, for the webhook or for us) is asked
             # about again, unconditionally: nobody else will retry it (GitHub does not redeliver by itself).
             unprompted = run.state is RunState.MERGED and run.prompt_ts is None
-            if run.state is not RunState.PR_OPEN and not unprompted:
+            if run.state is not RunState.PR_OPEN and not unprompted and not advancing:
                 continue
-            number = run.pr_number
+            number = run.advance_pr_number if advancing and run.advance_pr_number else run.pr_number
             key = _etag_key(repo, number)
             raw = None if unprompted else redis.get(key)
             etag = raw.decode() if isinstance(raw, bytes) else raw
@@ -61,7 +63,9 @@ def poll_merges(services: Services, runs_per_repo: int = RUNS_PER_REPO) -> list[
                 continue
             if pull is not None and pull.merged:
                 try:
-                    prompt = Advancer(services).prompt_for_merge(repo, pull.head or run.branch, number, pull.merged_by)
+                    prompt = Advancer(services).prompt_for_merge(
+                        repo, pull.head or run.advance_branch or run.branch, number, pull.merged_by
+                    )
                 except Exception as error:
                     redis.delete(key)  # see the merge again next time
                     log.warning("prompting for merged PR #%s of %s: %s", number, repo, services.redact(str(error)))

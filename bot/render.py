@@ -46,6 +46,7 @@ STATE_WORDS: dict[RunState, str] = {
     RunState.FAILED: "failed",
     RunState.PR_OPEN: "PR open",
     RunState.MERGED: "merged, awaiting advance",
+    RunState.ADVANCING: "merged, advance waiting for its PR",
     RunState.ADVANCED: "merged and advanced",
     RunState.DISMISSED: "merged, advance dismissed",
     RunState.CANCELLED: "cancelled",
@@ -312,7 +313,11 @@ def remains(run: Run) -> list[str]:
             where = f" in `{gate.cwd}/`" if gate.cwd else ""
             todo.append(f"Run the gate `{gate.command}` yourself{where}: {gate.reason}.")
         elif gate.status is GateStatus.FAILED:
-            after = "then `/track run` again" if run.state is RunState.STOPPED else "the PR is a draft until then"
+            after = (
+                "then `/track run` again"
+                if run.state is RunState.STOPPED
+                else ("the PR is a draft until then" if run.draft else "the PR must not be merged until then")
+            )
             todo.append(f"Make `{gate.command}` pass ({after}).")
     for check in run.doc_gates:
         if not check.gates:
@@ -331,7 +336,9 @@ def _warnings_head(run: Run, quote: str, bold: str) -> list[str]:
     head = []
     failed = run.failed_gates()
     if failed:
-        draft = " — this PR is a draft" if run.state is not RunState.STOPPED else ""
+        draft = ""
+        if run.state is not RunState.STOPPED:  # only a PR that is a draft is called one
+            draft = " — this PR is a draft" if run.draft else (" — do not merge" if run.draft_refused else "")
         named = ", ".join(f"{g.name} ({'timed out' if g.exit_code is None else f'exit {g.exit_code}'})" for g in failed)
         head.append(f"{quote}{bold}Gates failed{bold}{draft}: {named}")
     if run.invariant_hits:
@@ -427,7 +434,7 @@ def report_text(run: Run) -> str:
         lines.append(":test_tube: *Dry run* — everything but the push and the PR. The change:")
         lines.append(f"```{run.diff_stat or '(empty)'}```")
     if run.pr_url:
-        draft = " (draft: a gate failed)" if run.draft else ""
+        draft = " (draft: a gate failed)" if run.draft else (" (gates failing)" if run.draft_refused else "")
         lines.append(f":link: PR #{run.pr_number}{draft}: {run.pr_url}")
     lines += [f":warning: {line}" for line in _warnings_head(run, "", "*")]
     problems = failures(run)
@@ -476,7 +483,8 @@ def cut_report(text: str, run: Run, limit: int = SLACK_REPORT_CHARS) -> str:
     """`text` cut at a line boundary to about `limit` characters, ending with where the full report is."""
     if len(text) <= limit:
         return text
-    where = f"the PR body: {run.pr_url}" if run.pr_url else f"the run record (`{run.id}`; `/track history`)"
+    body = f"the PR body and its first {run.report_comments} comment(s)" if run.report_comments else "the PR body"
+    where = f"{body}: {run.pr_url}" if run.pr_url else f"the run record (`{run.id}`; `/track history`)"
     kept: list[str] = []
     size = 0
     for line in text.splitlines():
@@ -490,6 +498,32 @@ def cut_report(text: str, run: Run, limit: int = SLACK_REPORT_CHARS) -> str:
     return "\n".join(kept)
 
 
+def section_texts(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` characters for section blocks, cut between lines (a
+    longer line is cut too), in the text's order; never an empty or blank piece (Slack refuses an
+    empty section as invalid_blocks)."""
+    pieces: list[str] = []
+    chunk: list[str] = []
+
+    def flush() -> None:
+        joined = "\n".join(chunk)
+        if joined.strip():
+            pieces.append(joined)
+        chunk.clear()
+
+    for line in text.splitlines():
+        while len(line) > limit:
+            flush()  # what came before the long line goes first
+            if line[:limit].strip():
+                pieces.append(line[:limit])
+            line = line[limit:]
+        if chunk and len("\n".join([*chunk, line])) > limit:
+            flush()
+        chunk.append(line)
+    flush()
+    return pieces
+
+
 def report_blocks(run: Run) -> Blocks | None:
     """Blocks for the thread's report when it needs a button (a guardrail exception to approve); None
     otherwise (the plain text is the message)."""
@@ -497,17 +531,8 @@ def report_blocks(run: Run) -> Blocks | None:
         return None
     text = report_text(run)
     blocks: Blocks = []
-    chunk: list[str] = []
-    for line in text.splitlines():
-        while len(line) > REPORT_SECTION_CHARS:
-            blocks.append(section(line[:REPORT_SECTION_CHARS]))
-            line = line[REPORT_SECTION_CHARS:]
-        if chunk and len("\n".join([*chunk, line])) > REPORT_SECTION_CHARS:
-            blocks.append(section("\n".join(chunk)))
-            chunk = []
-        chunk.append(line)
-    if chunk:
-        blocks.append(section("\n".join(chunk)))
+    for text_of_block in section_texts(text, REPORT_SECTION_CHARS):
+        blocks.append(section(text_of_block))
     blocks = blocks[:45]
     blocks.append(buttons(("approve_exception", "Approve exception", run.id, "primary")))
     return blocks

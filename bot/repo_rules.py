@@ -23,6 +23,9 @@ from bot.rules import DEFAULT_RULES, PRESETS, Rules
 
 REPO_RULES_PATH = ".trackbot.toml"
 ON_FAILURE_CHOICES = ("draft", "stop")
+# How the approved advance reaches main: `auto` writes main directly and falls back to a one-line PR
+# when a branch rule refuses the write; `direct` only writes; `pull_request` always opens the PR.
+ADVANCE_MODES = ("auto", "direct", "pull_request")
 # Gates the worker knows by name; `[gates.timeouts]` may also name any command of `[gates]`.
 BUILTIN_GATES = ("go_test", "script", "compose")
 MAX_TIMEOUT_S = 24 * 60 * 60
@@ -31,6 +34,7 @@ _TOP_LEVEL = {
     "guardrails": "table",
     "names": "table",
     "gates": "table",
+    "advance": "table",
     "invariants": "array of tables ([[invariants]])",
     "plans": "table of plan kinds ([plans.phases])",
     "replace_default_invariants": "true or false",
@@ -70,6 +74,7 @@ class RepoRules:
     invariants: list[Invariant] = field(default_factory=lambda: list(DEFAULT_INVARIANTS))
     # The repository's plan kinds by name (`tracks`, `phases`, its own); `rules` is the `tracks` one.
     plans: dict[str, Rules] = field(default_factory=dict)
+    advance_mode: str = "auto"  # one of ADVANCE_MODES
 
     def gate_timeout(self, gate: str, fallback: int) -> int:
         """Seconds allowed for `gate`: its own timeout, else the file's default, else `fallback`."""
@@ -540,6 +545,21 @@ def parse_repo_rules(text: str | None, path: str = REPO_RULES_PATH) -> RepoRules
     if gates:
         commands, timeouts, on_failure = _parse_gates(gates, problems)
 
+    advance_mode = "auto"
+    advance = _check_table(data.get("advance", {}), "advance", problems)
+    if advance:
+        for key, value in advance.items():
+            if key != "mode":
+                problems.add(f"advance.{key} is not a setting; use mode", table="advance", key=key)
+            elif value not in ADVANCE_MODES:
+                problems.add(
+                    f"advance.mode must be one of {', '.join(ADVANCE_MODES)}, not {value!r}",
+                    table="advance",
+                    key="mode",
+                )
+            else:
+                advance_mode = str(value)
+
     replace_defaults = data.get("replace_default_invariants", False)
     if not isinstance(replace_defaults, bool):
         problems.add("replace_default_invariants must be true or false", key="replace_default_invariants")
@@ -560,4 +580,5 @@ def parse_repo_rules(text: str | None, path: str = REPO_RULES_PATH) -> RepoRules
         gate_timeouts=timeouts,
         on_gate_failure=on_failure,
         invariants=invariants,
+        advance_mode=advance_mode,
     )

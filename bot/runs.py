@@ -27,6 +27,7 @@ class RunState(StrEnum):
     FAILED = "failed"  # a fault: a command or service broke
     PR_OPEN = "pr_open"
     MERGED = "merged"  # merged, awaiting a maintainer's approval to advance
+    ADVANCING = "advancing"  # approved; main is protected, so the advance waits for its own PR to merge
     ADVANCED = "advanced"
     DISMISSED = "dismissed"  # merged, a maintainer chose not to advance from this prompt
     CANCELLED = "cancelled"  # someone ran /track cancel
@@ -179,6 +180,8 @@ class Run(BaseModel):
     pr_number: int | None = None
     pr_url: str | None = None
     draft: bool = False
+    report_comments: int = 0  # the report was over GitHub's PR body limit: it goes on in this many PR comments
+    draft_refused: bool = False  # GitHub refused a draft: the PR is a normal one marked as failing its gates
     agent_summary: str = ""
     unconfined: bool = False  # the agent or a gate ran without the sandbox (TRACKBOT_SANDBOX=off)
     stop_reason: str | None = None
@@ -194,6 +197,11 @@ class Run(BaseModel):
     merged_by: str | None = None
     advanced_by: str | None = None
     advanced_to: int | None = None
+    # The advance as its own one-line PR (a branch rule refused the direct write, or advance.mode says so).
+    advance_pr_number: int | None = None
+    advance_pr_url: str | None = None
+    advance_branch: str | None = None
+    advance_approved_by: str | None = None
     # What the procedure found beyond pass/fail (bot.trackdoc, bot.invariants): advice in the report.
     out_of_scope: list[str] = Field(default_factory=list)  # changed paths the doc's scope does not cover
     in_scope: list[ScopeMatch] = Field(default_factory=list)  # changed paths, each with the doc's line allowing it

@@ -10,7 +10,7 @@ from redis import Redis
 from rq import Queue
 from slack_sdk import WebClient
 
-from bot.adapters.github import GitHubAuth, GitHubRepo
+from bot.adapters.github import GitHubAuth, GitHubRepo, rate_limit_retry
 from bot.adapters.redis_server import EmbeddedRedis, redis_url_or_embedded
 from bot.adapters.slack import SlackPoster
 from bot.config import Settings
@@ -113,6 +113,7 @@ class Services:
                 self.github_auth,
                 repository,
                 settings.github_api_url,
+                retry=rate_limit_retry(settings.github_rate_limit_wait_s),
                 write_interval_s=settings.github_write_interval_s,
                 on_error=lambda kind: self.metrics.api_error("github", kind),
             )

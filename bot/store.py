@@ -94,6 +94,10 @@ class RunStore:
                 return run
         return None
 
+    def index_branch(self, repo: str, branch: str, run_id: str) -> None:
+        """Match merges of `branch` to run `run_id` too (the advance's own PR)."""
+        self.redis.hset(self._key("branch", repo), branch, run_id)
+
     def for_branch(self, repo: str, branch: str) -> Run | None:
         """The newest run that used `branch`."""
         run_id = self.redis.hget(self._key("branch", repo), branch)

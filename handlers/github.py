@@ -61,9 +61,10 @@ class GitHubWebhook:
         if not store.once("delivery", delivery):
             return WebhookAnswer(200, "duplicate delivery ignored")
         pr = payload.get("pull_request") or {}
-        repo = (payload.get("repository") or {}).get("full_name")
-        if repo not in self.services.settings.repositories:
-            return WebhookAnswer(202, f"not a configured repository ({repo})")
+        named = (payload.get("repository") or {}).get("full_name")
+        repo = self.services.settings.configured_repository(named) if isinstance(named, str) else None
+        if repo is None:
+            return WebhookAnswer(202, f"not a configured repository ({named})")
         if payload.get("action") != "closed" or not pr.get("merged"):
             return WebhookAnswer(202, "not a merge")
         try:

@@ -178,3 +178,23 @@ def test_a_warm_status_makes_only_conditional_github_requests(make_stack) -> Non
     for request in warm:
         assert request.method == "GET" and "If-None-Match" in request.headers, request
         assert request.status == 304, request
+
+
+def test_credentials_that_cannot_see_the_repository_are_named_not_a_missing_knob(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack()
+    stack.github.hidden = True  # GitHub's 404 for a private repository the token was not given
+    repo = stack.services.settings.github_repository
+    for text in ("status", "run"):
+        answer = command(stack, text, ALICE).text
+        assert f"the GitHub credentials cannot see {repo}" in answer, answer
+        assert "does not exist" not in answer
+    assert stack.services.store.latest(repo) is None  # nothing was queued
+
+
+def test_run_in_a_channel_the_bot_is_not_in_says_to_invite_it_and_queues_nothing(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack()
+    stack.slack.not_joined.add(CHANNEL_ID)
+    answer = command(stack, "run", ALICE)
+    assert "I am not in this channel" in answer.text and "`/invite @trackbot`" in answer.text
+    assert stack.services.store.latest(stack.services.settings.github_repository) is None
+    assert stack.github.pulls() == []

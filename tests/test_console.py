@@ -124,3 +124,26 @@ def test_a_phase_plan_runs_beside_the_tracks_with_the_same_commands(make_stack, 
     assert "Track 1: *hello-endpoint*" in _texts(stack)[-1]
     stack.handle("/track run --plan nonsense")
     assert "there is no plan `nonsense`" in _texts(stack)[-1] and "tracks, phases" in _texts(stack)[-1]
+
+
+def test_tour_with_a_protected_main_shows_the_advance_through_its_own_pr(tmp_path: Path, redis_url: str, redis) -> None:  # type: ignore[no-untyped-def]
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "console", "--tour", "--protect-main", "--work-dir", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        env={**__import__("os").environ, "REDIS_URL": redis_url},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    waiting, merged = out.index("waits for PR #2"), out.index("NEXT_TRACK is now 2")
+    for expected in (
+        "main is protected (GitHub: Changes must be made through a pull request.)",
+        "Update next_track value from 1 to 2",
+        "merged, advance waiting for its PR",
+        "Track 2: cancel-endpoint-spec",
+        "NEXT_TRACK = *2*",
+    ):
+        assert expected in out, expected
+    assert waiting < merged

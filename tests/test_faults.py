@@ -588,6 +588,42 @@ def test_github_failing_to_open_the_pr_is_retried(fast: None, make_stack: MakeSt
     assert len(pulls(stack)) == 1 and len(reports(stack)) == 1
 
 
+@pytest.mark.parametrize(("kind", "status"), [("primary", 403), ("secondary", 429)])
+def test_a_github_rate_limit_while_opening_the_pr_is_waited_out_and_the_pr_opens(
+    fast: None, make_stack: MakeStack, tmp_path: Path, kind: str, status: int
+) -> None:
+    stack = make_stack(agent=quick_agent(tmp_path))
+    assert stack.github is not None
+    prefix = f"/repos/{stack.github.full_name}/pulls"
+    stack.github.rate_limit_next(kind, count=1, wait_s=1, status=status, method="POST", path_prefix=prefix)
+    run = queue_run(stack)
+    done = ended(stack, run.id)
+    assert done.state is RunState.PR_OPEN, (done.state, done.error)
+    posts = [r.status for r in stack.github.requests if r.method == "POST" and r.path.startswith(prefix)]
+    assert posts == [status, 201]
+    assert len(pulls(stack)) == 1 and len(reports(stack)) == 1
+
+
+def test_a_failing_gate_with_no_pr_opened_never_says_this_pr_is_a_draft(
+    fast: None, make_stack: MakeStack, tmp_path: Path
+) -> None:
+    body = """\
+        import pathlib
+        pathlib.Path("scripts").mkdir(exist_ok=True)
+        pathlib.Path("scripts/x.sh").write_text("echo red\\nexit 1\\n")
+    """
+    stack = make_stack(agent=agent_script(tmp_path, textwrap.dedent(body), name="red_agent.py"))
+    assert stack.github is not None
+    attempts = services(stack).settings.github_attempts
+    stack.github.fail_next(
+        count=attempts, status=503, method="POST", path_prefix=f"/repos/{stack.github.full_name}/pulls"
+    )
+    run = queue_run(stack)
+    assert ended(stack, run.id).state is RunState.FAILED
+    [report] = wait_for("the report", lambda: reports(stack))
+    assert "Gates failed" in report.text and "draft" not in report.text.lower()
+
+
 def test_github_down_after_the_push_fails_the_run_saying_the_branch_is_pushed_and_retry_opens_the_pr(
     fast: None, make_stack: MakeStack, tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ import github
 import pytest
 from github import Auth, Github
 
+from bot.adapters.github import GitHubRepo, RateLimited, RuleViolation, StaleFile, rate_limit_retry
 from bot.local.github_api import GitHubTwin, MergeError, sign_webhook
 
 TOKEN = "test-token"
@@ -392,3 +393,77 @@ def test_webhook_receiver_down_does_not_break_merge(bare: Path) -> None:
     assert result.webhook_status is None
     assert git(bare, "rev-parse", "main") == result.sha
     assert any("webhook" in e and "failed" in e for e in events)
+
+
+# -- GitHub's real rules: protection, body limit, drafts, rate limits --------------------------------
+
+
+def trackbot_repo(twin: GitHubTwin, wait_s: float = 5) -> GitHubRepo:
+    """trackbot's own adapter on the twin, with the rate-limit retry trackbot's services give it."""
+    return GitHubRepo(TOKEN, twin.full_name, twin.api_url, retry=rate_limit_retry(wait_s), write_interval_s=None)
+
+
+def test_a_protected_main_refuses_a_direct_write_with_a_rule_violation_not_a_stale_sha(twin: GitHubTwin) -> None:
+    repo = trackbot_repo(twin)
+    text, sha = repo.read_text("README.md") or ("", "")
+    twin.protect("main")
+    with pytest.raises(RuleViolation) as refused:
+        repo.update_file("README.md", text + "x\n", sha, "edit", "main")
+    assert refused.value.status == 409 and refused.value.reason == "Changes must be made through a pull request."
+    with pytest.raises(StaleFile) as stale:  # another branch, a stale sha: the other 409
+        repo.update_file("README.md", "y\n", "0" * 40, "edit", "track-1-hello")
+    assert stale.value.status == 409 and not isinstance(stale.value, RuleViolation)
+    raw = client(twin).get_repo(twin.full_name).get_branch("main").raw_data
+    assert raw["protected"] is True
+
+
+def test_a_protected_main_needs_a_review_before_an_api_merge(twin: GitHubTwin) -> None:
+    repo = trackbot_repo(twin)
+    twin.protect("main", required_approvals=1)
+    repo.create_branch("bump", repo.branch_sha("main"))
+    text, sha = repo.read_text("README.md", "bump") or ("", "")
+    repo.update_file("README.md", text + "more\n", sha, "Update next_track value from 1 to 2", "bump")
+    pull = repo.open_pull("bump", "main", "Update next_track value from 1 to 2", "one line", draft=False)
+    with pytest.raises(RuleViolation) as refused:
+        repo.merge_pull(pull.number, "Update next_track value from 1 to 2")
+    assert refused.value.status == 405 and "At least 1 approving review is required" in refused.value.reason
+    assert twin.merge_pull(pull.number).sha  # a maintainer's merge in the browser
+
+
+def test_a_pr_body_over_65536_characters_is_refused_like_github(twin: GitHubTwin) -> None:
+    gh = client(twin).get_repo(twin.full_name)
+    with pytest.raises(github.GithubException) as refused:
+        gh.create_pull("main", "track-1-hello", title="t", body="x" * 65537)
+    assert refused.value.status == 422
+    assert refused.value.data["errors"][0]["message"] == "body is too long (maximum is 65536 characters)"
+    assert gh.create_pull("main", "track-1-hello", title="t", body="x" * 65536).number == 1
+
+
+def test_a_repository_without_drafts_refuses_a_draft_pr(twin: GitHubTwin) -> None:
+    twin.drafts_supported = False
+    gh = client(twin).get_repo(twin.full_name)
+    with pytest.raises(github.GithubException) as refused:
+        gh.create_pull("main", "track-1-hello", title="t", body="b", draft=True)
+    assert refused.value.status == 422
+    assert refused.value.data["errors"][0]["message"] == "Draft pull requests are not supported in this repository."
+
+
+@pytest.mark.parametrize(("kind", "status"), [("primary", 403), ("secondary", 403), ("secondary", 429)])
+def test_a_rate_limit_is_waited_out_within_the_bound(twin: GitHubTwin, kind: str, status: int) -> None:
+    repo = trackbot_repo(twin, wait_s=5)
+    twin.rate_limit_next(kind, count=1, wait_s=1, status=status, method="GET", path_prefix="/repos/")
+    assert repo.access().full_name == twin.full_name
+    answered = [r.status for r in twin.requests if r.method == "GET"]
+    assert answered == [status, 200]
+
+
+def test_a_rate_limit_longer_than_the_bound_is_reported_with_githubs_words(twin: GitHubTwin) -> None:
+    repo = trackbot_repo(twin, wait_s=2)
+    twin.rate_limit_next("secondary", count=1, wait_s=600, method="GET", path_prefix="/repos/")
+    with pytest.raises(RateLimited) as limited:
+        repo.access()
+    assert "asks to wait 600s" in str(limited.value)
+    twin.rate_limit_next("primary", count=5, wait_s=1, method="GET", path_prefix="/repos/")
+    with pytest.raises(RateLimited) as spent:
+        repo.access()
+    assert "rate limit" in str(spent.value) and "resets at" in str(spent.value)

@@ -426,6 +426,95 @@ def test_maintainer_approves_and_the_knob_advances_one_line(make_stack) -> None:
     assert "NEXT_TRACK = *2*" in status.text and "Track 2: *cancel-endpoint-spec*" in status.text
 
 
+def test_on_a_protected_main_the_advance_is_its_own_pr_and_the_thread_follows_it(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_with_prompt(make_stack)
+    run = latest_run(stack)
+    stack.github.protect("main", required_approvals=1)
+    before = git(stack, "rev-parse", "main")
+
+    answer = click(stack, "approve_advance", ALICE)
+    assert answer.text.startswith("The advance waits for PR #2 to merge")
+    assert git(stack, "rev-parse", "main") == before and next_track(stack) == 1
+    refused = [r for r in stack.github.requests if r.method == "PUT" and r.path.endswith(KNOB)]
+    assert [r.status for r in refused] == [409, 200]  # main refused by its rule; the PR's branch written
+    said = [t for t in thread_texts(stack, run) if "PR #2" in t]
+    assert len(said) == 1 and "main is protected (GitHub: Changes must be made through a pull request.)" in said[0]
+    assert "At least 1 approving review is required" in said[0]
+    assert stack.slack.latest_with_button("approve_advance") is None
+    pull = stack.github.pulls()[-1]
+    assert (pull.number, pull.title, pull.head_ref, pull.draft) == (
+        2,
+        ADVANCE_MESSAGE,
+        "trackbot/next-track-1-to-2",
+        False,
+    )
+    assert git(stack, "log", "--format=%s", "-1", pull.head_ref) == ADVANCE_MESSAGE
+    assert git(stack, "diff", "--name-only", "main", pull.head_ref) == KNOB
+    assert latest_run(stack).state is RunState.ADVANCING
+    assert "waits for PR #2" in command(stack, "status").text or "waits for PR #2" in command(stack, "plan").text
+
+    assert stack.github.merge_pull(2, merged_by="carol").webhook_status == 200
+    assert next_track(stack) == 2
+    now = [t for t in thread_texts(stack, run) if "NEXT_TRACK is now 2" in t]
+    assert len(now) == 1 and "PR #2 merged by carol" in now[0] and "Track 2: cancel-endpoint-spec" in now[0]
+    assert latest_run(stack).state is RunState.ADVANCED
+
+
+def test_on_a_protected_main_without_required_reviews_trackbot_merges_its_advance_pr(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_with_prompt(make_stack)
+    run = latest_run(stack)
+    stack.github.protect("main", required_approvals=0)
+    before = git(stack, "rev-parse", "main")
+
+    answer = click(stack, "approve_advance", ALICE)
+    assert answer.text == "Advanced NEXT_TRACK from 1 to 2 through PR #2."
+    assert commits_since(stack, before) == [ADVANCE_MESSAGE]  # squashed with the exact message
+    assert next_track(stack) == 2
+    stack.github.wait_for_webhooks()
+    now = [t for t in thread_texts(stack, run) if "NEXT_TRACK is now 2" in t]
+    assert len(now) == 1  # once, although trackbot's merge and the webhook both saw it
+    assert latest_run(stack).state is RunState.ADVANCED
+
+
+def test_advance_mode_direct_on_a_protected_main_says_what_to_change_and_changes_nothing(
+    make_stack, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_with_prompt(make_stack)
+    clone = tmp_path / "maintainer"
+    subprocess.run(["git", "clone", "-q", str(stack.repo), str(clone)], check=True)
+    (clone / ".trackbot.toml").write_text('[advance]\nmode = "direct"\n')
+    ident = ["-c", "user.name=M", "-c", "user.email=m@example.com", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", *ident, "add", ".trackbot.toml"], cwd=clone, check=True)
+    subprocess.run(["git", *ident, "commit", "-qm", "advance directly"], cwd=clone, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "main"], cwd=clone, check=True)
+    stack.github.protect("main")
+    before = git(stack, "rev-parse", "main")
+
+    answer = click(stack, "approve_advance", ALICE)
+    assert "refuses trackbot's direct write (GitHub: Changes must be made through a pull request.)" in answer.text
+    assert "Nothing was changed" in answer.text and "knob kept changing" not in answer.text
+    assert git(stack, "rev-parse", "main") == before and len(stack.github.pulls()) == 1
+    assert latest_run(stack).state is RunState.MERGED
+
+
+def test_a_webhook_names_the_repository_in_any_case_and_still_prompts(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_with_pr(make_stack)
+    stack.github.webhook_url = None
+    stack.github.merge_pull(1, merged_by="alice")
+    payload = merged_payload(stack)
+    shouted = stack.services.settings.github_repository.upper()  # GitHub's names are case-insensitive
+    payload["repository"]["full_name"] = shouted
+    assert webhook(stack, "pull_request", payload)[0] == 200
+    assert any(PROMPT in t for t in thread_texts(stack, latest_run(stack)))
+
+
+def test_a_stale_sha_409_is_not_taken_for_a_rule(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_with_prompt(make_stack)
+    stack.github.fail_next(status=409, method="PUT")
+    assert click(stack, "approve_advance", ALICE).text == "Advanced NEXT_TRACK from 1 to 2."
+    assert len(stack.github.pulls()) == 1
+
+
 def test_non_maintainer_click_is_refused_and_the_knob_stays(make_stack) -> None:  # type: ignore[no-untyped-def]
     stack = stack_with_prompt(make_stack)
     before = git(stack, "rev-parse", "main")

@@ -149,3 +149,22 @@ def test_a_worker_polls_merges_when_no_webhook_arrives(make_stack, monkeypatch) 
     stack.github.merge_pull(1)
     prompt = stack.slack.wait_for(lambda m: m.text.startswith("PR #1 merged. Advance NEXT_TRACK"), timeout=20)
     assert [a for a, _, _ in prompt.buttons()] == ["approve_advance", "dismiss_advance"]
+
+
+def test_poller_follows_the_advance_pr_to_its_merge_without_a_webhook(make_stack) -> None:  # type: ignore[no-untyped-def]
+    from test_handlers import ALICE, click
+
+    stack = stack_with_pr(make_stack)
+    stack.github.merge_pull(1, merged_by="alice")  # its webhook prompts
+    stack.github.webhook_url = None  # from now on GitHub cannot reach us
+    repo = stack.services.settings.github_repository
+    stack.github.protect("main", required_approvals=1)
+    assert click(stack, "approve_advance", ALICE).text.startswith("The advance waits for PR #2")
+    assert poll_merges(stack.services) == []  # open: nothing to say
+
+    stack.github.merge_pull(2, merged_by="carol")
+    assert poll_merges(stack.services) == [(repo, 2)]
+    assert poll_merges(stack.services) == []
+    said = [t for t in thread_texts(stack, latest_run(stack)) if "NEXT_TRACK is now 2" in t]
+    assert len(said) == 1
+    assert latest_run(stack).state is RunState.ADVANCED

@@ -71,3 +71,13 @@ def test_a_long_report_is_cut_with_a_link_to_the_full_report_in_the_pr() -> None
     assert len(text) <= SLACK_REPORT_CHARS
     assert text.startswith("*Report — Track 1: hello*") and ":link: PR #7" in text
     assert text.endswith("The full report is in the PR body: https://github.com/acme/widgets/pull/7")
+
+
+def test_a_long_report_line_is_split_in_order_and_no_section_is_empty() -> None:
+    from bot.render import section_texts
+
+    text = "first\n\n" + "L" * 7000 + "\nlast\n\n\n"
+    pieces = section_texts(text, 2900)
+    assert "".join(pieces).replace("\n", "") == text.replace("\n", "")  # every character, in order
+    assert pieces[0].strip() == "first" and pieces[-1].strip().endswith("last")
+    assert all(piece.strip() and len(piece) <= 2900 for piece in pieces)

@@ -601,3 +601,36 @@ def test_a_second_run_while_one_is_active_links_to_the_first(make_stack: MakeSta
     assert_one_trackbot_commit(stack)
     assert len(pulls(stack)) == 1
     assert [m.text.startswith(REPORT_HEADER) for m in thread(stack)].count(True) == 1
+
+
+def test_a_report_over_githubs_body_limit_opens_the_pr_and_goes_on_in_its_comments(
+    make_stack: MakeStack, tmp_path: Path
+) -> None:
+    # 2,500 changed files: the Changed files list alone is well over GitHub's 65,536 characters.
+    body = """\
+    for n in range(2500):
+        put(f"app/generated/some-rather-long-directory-name/file-{n:05d}.txt", f"{n}\\n")
+    """
+    stack = make_stack(agent=agent(tmp_path, body))
+    run_track(stack, wait=240)
+    [pr] = pulls(stack)
+    assert pr.body is not None and len(pr.body) <= 65536
+    assert "it goes on in" in pr.body and "comment(s) below" in pr.body
+    comments = stack.github.comments[pr.number]
+    assert comments and all(len(c) <= 65536 for c in comments)
+    whole = pr.body + "".join(comments)
+    listed = [line for line in whole.splitlines() if line.startswith("- `A` `app/generated/")]
+    assert len(listed) == 2500 and listed == sorted(listed)  # every file, in order
+    assert "PR body and its first" in report(stack)
+
+
+def test_a_repository_without_drafts_gets_a_normal_pr_marked_as_failing(make_stack: MakeStack, tmp_path: Path) -> None:
+    stack = make_stack(agent=agent(tmp_path, 'put("scripts/x.sh", "echo red\\nexit 1\\n")\n'))
+    stack.github.drafts_supported = False
+    run_track(stack)
+    [pr] = pulls(stack)
+    assert not pr.draft and pr.title.startswith("[gates failing] Track 1")
+    assert "Gates failed** — do not merge" in (pr.body or "") and "this PR is a draft" not in (pr.body or "")
+    text = report(stack)
+    assert f"PR #1 (gates failing): {pr_url(stack, 1)}" in text and "draft:" not in text
+    assert any("GitHub refused a draft" in m.text for m in thread(stack))  # the progress says why

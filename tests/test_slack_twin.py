@@ -392,3 +392,39 @@ def test_forged_or_stale_signature_is_rejected(twin: SlackTwin, bolt_url: tuple[
 def test_message_dataclass_defaults() -> None:
     message = SlackMessage("C0DEV", "1.000001", None, "hi", [], "message", None)
     assert message.updates == 0 and message.buttons() == []
+
+
+# -- Slack's own rules: membership, message length, Block Kit limits --------------------------------
+
+
+def test_posting_in_a_channel_the_bot_has_not_joined_is_not_in_channel(twin: SlackTwin, client: WebClient) -> None:
+    twin.not_joined.add("C0OTHER")
+    with pytest.raises(SlackApiError) as refused:
+        client.chat_postMessage(channel="C0OTHER", text="hello")
+    assert refused.value.response["error"] == "not_in_channel"
+    assert client.conversations_info(channel="C0OTHER")["channel"]["is_member"] is False
+    twin.scopes = "commands,chat:write,chat:write.public,channels:read"
+    assert client.chat_postMessage(channel="C0OTHER", text="hello")["ok"]  # a public channel, with the scope
+
+
+def test_a_message_over_slacks_text_limit_is_msg_too_long(twin: SlackTwin, client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as refused:
+        client.chat_postMessage(channel="C1", text="x" * 40001)
+    assert refused.value.response["error"] == "msg_too_long"
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"type": "section", "text": {"type": "mrkdwn", "text": ""}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}},
+        {"type": "header", "text": {"type": "plain_text", "text": "x" * 151}},
+        {"type": "no-such-block"},
+    ],
+)
+def test_blocks_breaking_slacks_limits_are_invalid_blocks(twin: SlackTwin, client: WebClient, block: Any) -> None:
+    with pytest.raises(SlackApiError) as refused:
+        client.chat_postMessage(channel="C1", text="t", blocks=[block])
+    assert refused.value.response["error"] == "invalid_blocks"
+    assert "[json-pointer:/blocks/0" in refused.value.response["errors"][0]
+    assert twin.messages == []

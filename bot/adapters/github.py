@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import threading
 from collections import OrderedDict
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from github import Auth, Github, GithubException, GithubIntegration
+from github import Auth, Github, GithubException, GithubIntegration, GithubRetry
+from github.GithubException import RateLimitExceededExceedsMaxWait
+from github.GithubObject import NotSet
 from github.PullRequest import PullRequest
 
 CONTENTS_CACHE_SIZE = 256
@@ -32,6 +35,29 @@ class StaleFile(GitHubError):
     """The file changed since it was read (GitHub answered 409 to a contents update)."""
 
 
+class RuleViolation(GitHubError):
+    """A branch rule (a ruleset, or classic branch protection) refused the write: also a 409, but
+    writing again will not help; `reason` is GitHub's own words, without the headline."""
+
+    def __init__(self, doing: str, status: int | None, message: str) -> None:
+        super().__init__(doing, status, message)
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        self.reason = " ".join(lines[1:]) if len(lines) > 1 else (lines[0] if lines else "a branch rule")
+
+
+# How GitHub words a 409 that is a rule, not a stale sha: rulesets ("Repository rule violations
+# found\n\nChanges must be made through a pull request.") and classic branch protection.
+_RULE_VIOLATION_STARTS = ("repository rule violations found", "protected branch update failed")
+
+
+def _error_class(status: int | None, message: str) -> type[GitHubError]:
+    if status in (405, 409, 422) and message.lower().startswith(_RULE_VIOLATION_STARTS):
+        return RuleViolation
+    if status == 409:
+        return StaleFile
+    return GitHubError
+
+
 @dataclass(frozen=True)
 class PullRef:
     """What trackbot needs to know about a PR."""
@@ -43,6 +69,73 @@ class PullRef:
     head: str
     draft: bool
     merged_by: str | None = None  # the merger's GitHub login (filled by pull_if_changed)
+
+
+class RepoNotVisible(GitHubError):
+    """GitHub answers 404 for the repository itself: the token or App cannot see it (GitHub hides
+    a private repository it does not share, rather than answering 403)."""
+
+    def __init__(self, repository: str) -> None:
+        Exception.__init__(
+            self,
+            f"the GitHub credentials cannot see {repository}: check the repository name, and that the token "
+            "(or the App's installation) has access to it",
+        )
+        self.status = 404
+
+
+class RateLimited(GitHubError):
+    """GitHub's rate limit (primary: 403 with x-ratelimit-remaining 0; secondary: 403/429 with
+    retry-after) outlasted the bounded wait; the message says until when."""
+
+
+class _BoundedRetry(GithubRetry):
+    """PyGithub's GithubRetry, for rate limits only (5xx are the run's own retries, bot.jobs), with
+    a bound on `Retry-After` too: GithubRetry bounds the waits it computes, urllib3 sleeps any
+    `Retry-After` it is given."""
+
+    def increment(self, method: Any = None, url: Any = None, response: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if response is not None and self.max_rate_limit_wait is not None:
+            wait = self.parse_retry_after(response.headers.get("Retry-After") or "0")
+            if wait > self.max_rate_limit_wait:
+                body = {"message": f"GitHub asks to wait {wait:.0f}s (Retry-After), longer than trackbot waits"}
+                raise RateLimitExceededExceedsMaxWait(response.status, body, dict(response.headers), wait=wait)
+        return super().increment(method, url, response, *args, **kwargs)
+
+
+def rate_limit_retry(max_wait_s: float, attempts: int = 3) -> GithubRetry:
+    """A retry for GitHubRepo: GitHub's rate limits are waited out (at most `max_wait_s` each,
+    `attempts` times), through PyGithub's own GithubRetry; other failures are not retried here."""
+    return _BoundedRetry(
+        total=attempts,
+        secondary_rate_wait=min(60.0, max_wait_s),
+        max_rate_limit_wait=max_wait_s,
+        status_forcelist=[429],  # GithubRetry adds 403, and retries it only for a rate limit
+        allowed_methods=frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}),
+        raise_on_status=False,  # the last answer, not urllib3's MaxRetryError: GitHub's words reach the user
+        backoff_factor=0,
+        connect=0,
+        read=0,
+        other=0,
+    )
+
+
+def _rate_limited(error: GithubException) -> bool:
+    headers = {str(k).lower(): str(v) for k, v in (error.headers or {}).items()}
+    if error.status == 429 or (error.status == 403 and "retry-after" in headers):
+        return True
+    return error.status == 403 and headers.get("x-ratelimit-remaining") == "0"
+
+
+def _rate_limit_words(error: GithubException) -> str:
+    headers = {str(k).lower(): str(v) for k, v in (error.headers or {}).items()}
+    reset = headers.get("x-ratelimit-reset", "")
+    when = ""
+    if reset.isdigit() and headers.get("x-ratelimit-remaining") == "0":
+        when = f"; it resets at {dt.datetime.fromtimestamp(int(reset), dt.UTC):%H:%M} UTC"
+    elif headers.get("retry-after"):
+        when = f"; GitHub asks to wait {headers['retry-after']}s"
+    return f" (GitHub's rate limit, still hit after waiting{when})"
 
 
 def _message(error: GithubException) -> str:
@@ -160,6 +253,7 @@ class GitHubRepo:
             seconds_between_writes=write_interval_s or None,
         )
         self._repo: Any = None
+        self._visible = False  # GitHub has answered for this repository once: a later 404 is a missing file
         self._repo_url = f"{base_url.rstrip('/')}/repos/{repository}"
         # Contents read before, by (path, ref): their ETag and JSON. A conditional GET answered 304
         # costs no rate limit, so a warm `/track status` spends none.
@@ -170,11 +264,21 @@ class GitHubRepo:
         try:
             if self._repo is None and needs_repo:
                 self._repo = self._gh.get_repo(self.repository)
+                self._visible = True
             return fn(self._repo, *args, **kwargs)
+        except RepoNotVisible:
+            self._count_error(404)
+            raise
         except GithubException as error:
             self._count_error(error.status)
-            cls = StaleFile if error.status == 409 else GitHubError
-            raise cls(doing, error.status, _message(error)) from None
+            if error.status == 404 and self._repo is None and needs_repo:
+                raise RepoNotVisible(self.repository) from None
+            message = _message(error)
+            if _rate_limited(error):
+                # urllib3 hands back the last answer after GithubRetry has read its body: it may be gone.
+                words = message or "the rate limit is spent"
+                raise RateLimited(doing, error.status, words + _rate_limit_words(error)) from None
+            raise _error_class(error.status, message)(doing, error.status, message) from None
         except OSError as error:  # connection refused, DNS, timeouts (requests' errors are OSErrors)
             self._count_error(None)
             raise GitHubError(doing, None, str(error)) from None
@@ -204,7 +308,11 @@ class GitHubRepo:
         if status == 304 and cached is not None:
             return cached[1]
         if status == 404:
+            if not self._visible and self._hidden():
+                raise RepoNotVisible(self.repository)
             return None
+        if status < 400:
+            self._visible = True
         try:
             data: Any = json.loads(body) if body else None
         except ValueError:
@@ -219,6 +327,12 @@ class GitHubRepo:
                 while len(self._contents_cache) > CONTENTS_CACHE_SIZE:
                     self._contents_cache.popitem(last=False)
         return data
+
+    def _hidden(self) -> bool:
+        """Whether GitHub answers 404 for the repository itself (asked once, after a 404 for a file)."""
+        status, _headers, _body = self._gh.requester.requestJson("GET", self._repo_url)
+        self._visible = status < 400
+        return status == 404
 
     def read_text(self, path: str, ref: str = "main") -> tuple[str, str] | None:
         """A file's text and blob sha on `ref`, or None if it does not exist."""
@@ -251,6 +365,26 @@ class GitHubRepo:
             return str(result["commit"].sha)
 
         return self._call(f"update {path}", update)
+
+    def branch_sha(self, branch: str) -> str:
+        """The commit `branch` points at."""
+        return self._call(f"read branch {branch}", lambda repo: str(repo.get_branch(branch).commit.sha))
+
+    def create_branch(self, branch: str, sha: str) -> None:
+        """Create `branch` at commit `sha` (the git refs API)."""
+        self._call(f"create branch {branch}", lambda repo: repo.create_git_ref(f"refs/heads/{branch}", sha))
+
+    def merge_pull(self, number: int, title: str, sha: str | None = None) -> str:
+        """Merge a PR (squash, its commit titled `title`); the merge commit's sha. A rule that asks for
+        reviews or checks first answers 405, raised as a GitHubError."""
+
+        def merge(repo: Any) -> str:
+            status = repo.get_pull(number).merge(
+                commit_title=title, commit_message="", merge_method="squash", sha=sha or NotSet
+            )
+            return str(status.sha)
+
+        return self._call(f"merge PR #{number}", merge)
 
     def find_open_pull(self, head: str, base: str = "main") -> PullRef | None:
         """The open PR from branch `head`, if any."""
@@ -286,6 +420,16 @@ class GitHubRepo:
             return _pull_ref(pr)
 
         return self._call(f"update PR #{number}", update)
+
+    def comment(self, number: int, body: str) -> None:
+        """Add a comment to PR `number` (the issues API: a PR is an issue)."""
+
+        def post(_repo: Any) -> None:
+            self._gh.requester.requestJsonAndCheck(
+                "POST", f"{self._repo_url}/issues/{number}/comments", input={"body": body}
+            )
+
+        self._call(f"comment on PR #{number}", post, needs_repo=False)
 
     def get_pull(self, number: int) -> PullRef:
         """A PR by number."""

@@ -80,6 +80,22 @@ class SlackPoster:
         """A message only `user` sees."""
         self._call("chat.postEphemeral", channel=channel, user=user, text=text, blocks=blocks, thread_ts=thread_ts)
 
+    def may_post(self, channel: str) -> bool | None:
+        """Whether the bot may post in `channel`: a member, or a public channel and the token has
+        chat:write.public (conversations.info, with channels:read / groups:read). False when Slack
+        says it may not (a private channel the bot is not in is channel_not_found to it); None
+        when it cannot tell (the app lacks those scopes, or Slack did not answer)."""
+        try:
+            response = self._call("conversations.info", channel=channel)
+        except SlackError as error:
+            return False if str(error).endswith(": channel_not_found") else None
+        info = response.get("channel") or {}
+        if info.get("is_member") or info.get("is_im"):
+            return True
+        scopes = str((getattr(response, "headers", None) or {}).get("x-oauth-scopes", ""))
+        public = not info.get("is_private") and info.get("is_channel", True)
+        return bool(public and "chat:write.public" in [s.strip() for s in scopes.split(",")])
+
     def permalink(self, channel: str, ts: str) -> str | None:
         """A link to a message, or None when Slack cannot give one."""
         try:

@@ -53,10 +53,13 @@ TOUR = [
     ":click approve_advance",
     "/track status",
 ]
+# With `--protect-main`, the approved advance opens its own PR (#2) that a maintainer merges.
+PROTECTED_TOUR = [*TOUR[:-1], "/track status", ":merge 2", "/track status"]
 HELP = """Console commands, one per line:
   /track ...            a slash command from the current user (e.g. /track status, /track run)
   :as USER              become alice (maintainer) or bob (may run, may not approve)
-  :merge N              merge PR N in the local GitHub (it sends the signed webhook)
+  :merge N              merge PR N in the local GitHub (it sends the signed webhook); also the
+                        advance's own PR when main is protected (trackbot console --protect-main)
   :click ACTION_ID      press the latest button with that id (approve_advance, dismiss_advance)
   :wait [SECONDS]       wait until no run is queued or running (default 600)
   :help                 this text
@@ -82,8 +85,11 @@ class LocalStack:
         agent: str | None = None,
         work_dir: Path | None = None,
         settings: Mapping[str, Any] | None = None,
+        protect_main: bool = False,
     ) -> None:
-        """`settings`: Settings fields to set instead of the console's own (tests), in every process."""
+        """`settings`: Settings fields to set instead of the console's own (tests), in every process.
+        `protect_main`: the local GitHub protects main like a ruleset needing one approving review."""
+        self.protect_main = protect_main
         self.out = out
         self.overrides = dict(settings or {})
         self._own_work_dir = work_dir is None
@@ -163,6 +169,8 @@ class LocalStack:
             webhook_secret=tokens["webhook"],
             on_event=lambda line: self.say(f"[{line}]"),
         ).start()
+        if self.protect_main:
+            self.github.protect("main", required_approvals=1)
         fields: dict[str, Any] = {
             "slack_bot_token": SecretStr(tokens["slack"]),
             "slack_signing_secret": SecretStr(tokens["signing"]),
@@ -403,6 +411,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "TRACKBOT_RQ_MAINTENANCE_INTERVAL": str(settings.rq_maintenance_interval_s),
         "TRACKBOT_GITHUB_ATTEMPTS": str(settings.github_attempts),
         "TRACKBOT_GITHUB_RETRY_BACKOFF": str(settings.github_retry_backoff_s),
+        "TRACKBOT_GITHUB_RATE_LIMIT_WAIT": str(settings.github_rate_limit_wait_s),
         "TRACKBOT_SLACK_WORK_THREADS": str(settings.slack_work_threads),
         "TRACKBOT_SLACK_WORK_CLAIM_IDLE": str(settings.slack_work_claim_idle_s),
     }
@@ -437,9 +446,10 @@ def run_console(
     agent: str | None = None,
     work_dir: Path | None = None,
     interactive: bool = False,
+    protect_main: bool = False,
 ) -> int:
     """Run the local stack: play `lines` (the tour), or read stdin line by line. Returns the exit code."""
-    stack = LocalStack(out, repo=repo, agent=agent, work_dir=work_dir)
+    stack = LocalStack(out, repo=repo, agent=agent, work_dir=work_dir, protect_main=protect_main)
     try:
         stack.start()
         source = iter(lines) if lines is not None else _stdin_lines(stack, interactive)

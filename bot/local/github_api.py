@@ -55,6 +55,8 @@ _RECORDED_HEADERS = ("If-None-Match", "If-Modified-Since", "Accept", "User-Agent
 _BOT_LOGIN = "trackbot"
 _FULL_SHA = re.compile(r"[0-9a-f]{40}")
 _RATE_LIMIT = 5000
+# GitHub refuses a pull request or comment body longer than this many characters (422).
+MAX_BODY_CHARS = 65536
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,17 +159,21 @@ class _HTTPError(Exception):
         message: str,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        documentation: str = DOCS_URL,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.errors = errors
         self.headers = headers or {}
+        self.documentation = documentation
 
     def payload(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"message": self.message, "documentation_url": DOCS_URL}
+        data: dict[str, Any] = {"message": self.message, "documentation_url": self.documentation}
         if self.errors is not None:
             data["errors"] = self.errors
+        if self.status in (409, 422):
+            data["status"] = str(self.status)  # GitHub's error bodies repeat the status as a string
         return data
 
 
@@ -187,6 +193,8 @@ class _Fault:
     status: int
     method: str | None
     path_prefix: str | None
+    rate_limit: str = ""  # "primary" or "secondary": answer as GitHub's rate limits do
+    wait_s: int = 1  # primary: seconds until x-ratelimit-reset; secondary: its retry-after
 
 
 @dataclass
@@ -228,6 +236,23 @@ class _App:
     def accepts(self, token: str) -> bool:
         expires = self.tokens.get(token)
         return expires is not None and expires > dt.datetime.now(dt.UTC).timestamp()
+
+
+def _check_body(body: Any, resource: str) -> None:
+    """GitHub's 422 for a body over its limit."""
+    if isinstance(body, str) and len(body) > MAX_BODY_CHARS:
+        raise _HTTPError(
+            422,
+            "Validation Failed",
+            [
+                {
+                    "resource": resource,
+                    "code": "custom",
+                    "field": "body",
+                    "message": f"body is too long (maximum is {MAX_BODY_CHARS} characters)",
+                }
+            ],
+        )
 
 
 def _now() -> str:
@@ -354,6 +379,15 @@ class GitHubTwin:
             "pull": True,
         }
 
+        # True: the twin's credentials cannot see this repository, and GitHub answers 404 for it.
+        self.hidden = False
+        # Some plans refuse drafts in private repositories; tests turn this off to be that repository.
+        self.drafts_supported = True
+        # Comments on pull requests (the issues API), by PR number.
+        self.comments: dict[int, list[str]] = {}
+        # Branches a ruleset protects (see protect()): name -> approving reviews a merge needs.
+        self._protected: dict[str, int] = {}
+
         self.git_dir, self.work_tree = self._locate_repo()
         if self._rev("refs/heads/main") is None:
             raise TwinError(f"{self.repo_path} has no 'main' branch")
@@ -430,6 +464,35 @@ class GitHubTwin:
         """
         with self._lock:
             self._faults.append(_Fault(count, status, method.upper() if method else None, path_prefix))
+
+    def protect(self, branch: str = "main", required_approvals: int = 1) -> None:
+        """Protect `branch` the way a ruleset with "Require a pull request before merging" does: the
+        contents API's writes to it are refused (409, GitHub's rule-violation body), and an API merge
+        into it needs `required_approvals` approving reviews (405 until then). :meth:`merge_pull` is a
+        maintainer merging in the browser: it is allowed."""
+        with self._lock:
+            self._protected[branch] = required_approvals
+
+    def rate_limit_next(
+        self,
+        kind: str = "primary",
+        count: int = 1,
+        wait_s: int = 1,
+        status: int | None = None,
+        method: str | None = None,
+        path_prefix: str | None = None,
+    ) -> None:
+        """Answer the next `count` matching requests as GitHub's rate limits do.
+
+        `primary`: 403 "API rate limit exceeded for user ID 1." with `x-ratelimit-remaining: 0` and
+        `x-ratelimit-reset` `wait_s` seconds from now (no retry-after). `secondary`: `status` 403
+        (or 429) "You have exceeded a secondary rate limit..." with `retry-after: wait_s`.
+        """
+        if kind not in ("primary", "secondary"):
+            raise ValueError("kind is primary or secondary")
+        answer = status or 403
+        with self._lock:
+            self._faults.append(_Fault(count, answer, method.upper() if method else None, path_prefix, kind, wait_s))
 
     def serve(self, other: GitHubTwin) -> GitHubTwin:
         """Serve `other`'s repository from this twin's server too: several repositories, one API URL.
@@ -929,7 +992,8 @@ class GitHubTwin:
                 raise MergeError(f"PR #{number} has conflicts with {pr.base_ref}; merge refused", status=405)
             tree = probe.stdout.decode().split()[0]
             if method == "squash":
-                msg = f"{title or pr.title} (#{number})\n\n{message or ''}".rstrip() + "\n"
+                # GitHub uses a given commit_title as it is; its default is the PR's title and number.
+                msg = f"{title or f'{pr.title} (#{number})'}\n\n{message or ''}".rstrip() + "\n"
                 parents = ["-p", base_old]
             else:
                 msg = (
@@ -976,6 +1040,14 @@ class GitHubTwin:
             old = self._rev(f"refs/heads/{branch}")
             if old is None:
                 raise _HTTPError(404, f"Branch {branch} not found")
+            if branch in self._protected:
+                # GitHub's answer when a ruleset refuses a direct write (the same status as a stale sha).
+                raise _HTTPError(
+                    409,
+                    "Repository rule violations found\n\nChanges must be made through a pull request.\n\n",
+                    headers={},
+                    documentation="https://docs.github.com/rest/repos/contents#create-or-update-file-contents",
+                )
             entry = self._ls_entry(old, path)
             if entry is not None and entry[1] != "blob":
                 raise _HTTPError(422, f"{path} is a directory")
@@ -1062,6 +1134,19 @@ class GitHubTwin:
                             }
                         ],
                     )
+            _check_body(data.get("body"), "PullRequest")
+            if data.get("draft") and not self.drafts_supported:
+                raise _HTTPError(
+                    422,
+                    "Validation Failed",
+                    [
+                        {
+                            "resource": "PullRequest",
+                            "code": "custom",
+                            "message": "Draft pull requests are not supported in this repository.",
+                        }
+                    ],
+                )
             now = _now()
             number = max(self._pulls, default=0) + 1
             pr = PullRecord(
@@ -1092,6 +1177,7 @@ class GitHubTwin:
             if "title" in data and isinstance(data["title"], str):
                 pr.title = data["title"]
             if "body" in data:
+                _check_body(data["body"], "PullRequest")
                 pr.body = data["body"]
             state = data.get("state")
             action = "edited"
@@ -1184,8 +1270,10 @@ class GitHubTwin:
         )
 
     def _rate_headers(self, status: int) -> dict[str, str]:
+        # Only a rate limit's own answer says 0 remaining (it sets the header itself): GitHub's other
+        # 403s ("Resource not accessible by integration") leave plenty.
         reset = str(int(dt.datetime.now(dt.UTC).timestamp()) + 3600)
-        remaining = "0" if status in (403, 429) else str(_RATE_LIMIT - 1)
+        remaining = str(_RATE_LIMIT - 1)
         return {
             "X-RateLimit-Limit": str(_RATE_LIMIT),
             "X-RateLimit-Remaining": remaining,
@@ -1222,6 +1310,22 @@ class GitHubTwin:
         if installation and path.rstrip("/") == "/user":
             raise _HTTPError(403, "Resource not accessible by integration")
         fault = self._take_fault(method, path)
+        if fault is not None and fault.rate_limit == "primary":
+            reset = int(dt.datetime.now(dt.UTC).timestamp()) + fault.wait_s
+            raise _HTTPError(
+                fault.status,
+                "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for help, please "
+                "include the request ID.",
+                headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
+                documentation="https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+            )
+        if fault is not None and fault.rate_limit == "secondary":
+            raise _HTTPError(
+                fault.status,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                headers={"Retry-After": str(fault.wait_s)},
+                documentation="https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
+            )
         if fault is not None:
             extra: dict[str, str] = {}
             message = {500: "Server Error", 502: "Server Error", 503: "Service Unavailable"}.get(
@@ -1256,6 +1360,9 @@ class GitHubTwin:
                         continue
                     if pr.state != "open":
                         return _Response(200, {"errors": [{"message": "Pull request is closed"}]})
+                    if mutation == "convertPullRequestToDraft" and not twin.drafts_supported:
+                        message = "Draft pull requests are not supported in this repository."
+                        return _Response(200, {"errors": [{"type": "UNPROCESSABLE", "message": message}]})
                     pr.draft = mutation == "convertPullRequestToDraft"
                     pr.updated_at = _now()
                     twin._emit(f"PR #{pr.number} {'is a draft again' if pr.draft else 'is ready for review'}")
@@ -1282,7 +1389,7 @@ class GitHubTwin:
             raise _HTTPError(404, "Not Found")
         name = f"{parts[1]}/{parts[2]}".lower()
         target = self if name == self.full_name.lower() else self._others.get(name)
-        if target is None:
+        if target is None or target.hidden:
             raise _HTTPError(404, "Not Found")
         rest = parts[3:]
         with target._lock:
@@ -1318,6 +1425,8 @@ class GitHubTwin:
                     raise _HTTPError(404, "Not Found")
                 if tail[1:] == ["merge"] and method == "PUT":
                     return self._http_merge(pr, data)
+        elif head == "issues" and len(tail) == 2 and tail[1] == "comments" and method == "POST":
+            return self._comment(tail[0], data)
         elif head == "branches" and method == "GET":
             if not tail:
                 return _Response(200, [self._branch_json(b) for b in self._branches()])
@@ -1332,12 +1441,22 @@ class GitHubTwin:
             return _Response(200, self._rest_commit_json(sha))
         elif head == "git" and method == "GET" and len(tail) >= 2:
             return self._git_data(tail)
+        elif head == "git" and method == "POST" and tail == ["refs"]:
+            return self._create_ref(data)
         raise _HTTPError(404, "Not Found")
 
     def _http_merge(self, pr: PullRecord, data: dict[str, Any]) -> _Response:
         method = data.get("merge_method") or "merge"
         if method not in ("merge", "squash"):
             raise _HTTPError(405, f"{method} merges are not allowed on this repository.")
+        needed = self._protected.get(pr.base_ref, 0)
+        if needed:
+            reviews = "review is" if needed == 1 else "reviews are"
+            raise _HTTPError(
+                405,
+                f"Repository rule violations found\n\nAt least {needed} approving {reviews} required by "
+                "reviewers with write access.\n\n",
+            )
         sha, payload = self._merge(
             pr.number,
             _BOT_LOGIN,
@@ -1383,7 +1502,7 @@ class GitHubTwin:
         return {
             "name": name,
             "commit": {"sha": sha, "url": f"{api}/commits/{sha}"},
-            "protected": False,
+            "protected": name in self._protected,
             "_links": {
                 "self": f"{api}/branches/{name}",
                 "html": f"{self.html_url}/{self.full_name}/tree/{name}",
@@ -1423,6 +1542,58 @@ class GitHubTwin:
                     },
                 )
         raise _HTTPError(404, "Not Found")
+
+    def _comment(self, number_text: str, data: dict[str, Any]) -> _Response:
+        pr = self._pulls.get(int(number_text)) if number_text.isdigit() else None
+        if pr is None:
+            raise _HTTPError(404, "Not Found")
+        body = data.get("body")
+        if not isinstance(body, str) or not body:
+            raise _HTTPError(422, 'Invalid request.\n\n"body" is required.')
+        _check_body(body, "IssueComment")
+        comments = self.comments.setdefault(pr.number, [])
+        comments.append(body)
+        now, api = _now(), self._repo_api()
+        comment_id = pr.number * 1000 + len(comments)
+        return _Response(
+            201,
+            {
+                "id": comment_id,
+                "node_id": f"IC_{comment_id}",
+                "url": f"{api}/issues/comments/{comment_id}",
+                "html_url": f"{self.html_url}/{self.full_name}/pull/{pr.number}#issuecomment-{comment_id}",
+                "issue_url": f"{api}/issues/{pr.number}",
+                "body": body,
+                "user": self._user_json(_BOT_LOGIN),
+                "created_at": now,
+                "updated_at": now,
+                "author_association": "NONE",
+            },
+        )
+
+    def _create_ref(self, data: dict[str, Any]) -> _Response:
+        ref, sha = data.get("ref"), data.get("sha")
+        if not isinstance(ref, str) or not isinstance(sha, str):
+            raise _HTTPError(422, 'Invalid request.\n\n"ref" and "sha" are required.')
+        if not ref.startswith("refs/") or ref.count("/") < 2:
+            raise _HTTPError(422, "Reference name must start with 'refs/' and have at least two slashes.")
+        if not _FULL_SHA.fullmatch(sha) or self._peel_commit(sha) is None:
+            raise _HTTPError(422, "Object does not exist")
+        if self._rev(ref) is not None:
+            raise _HTTPError(422, "Reference already exists")
+        self._git("update-ref", ref, sha, "0" * 40)
+        self._emit(f"github: {ref} created at {sha[:7]}")
+        rest = ref.removeprefix("refs/")
+        api = self._repo_api()
+        return _Response(
+            201,
+            {
+                "ref": ref,
+                "node_id": f"REF_{rest}",
+                "url": f"{api}/git/refs/{rest}",
+                "object": {"sha": sha, "type": "commit", "url": f"{api}/git/commits/{sha}"},
+            },
+        )
 
     def _list_pulls(self, query: dict[str, str]) -> _Response:
         # Single page only: the twin never holds more PRs than fit one page.

@@ -22,6 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
+
 __all__ = ["BOT_ID", "BOT_USER_ID", "TEAM_ID", "SlackMessage", "SlackTwin"]
 
 log = logging.getLogger(__name__)
@@ -31,7 +34,10 @@ TEAM_NAME = "trackbot-local"
 BOT_USER_ID = "U0TRACKBOT"
 BOT_ID = "B0TRACKBOT"
 BOT_NAME = "trackbot"
-SCOPES = "commands,chat:write,usergroups:read,users:read"
+SCOPES = "commands,chat:write,usergroups:read,users:read,channels:read,groups:read"
+# Slack's documented limits: a message's text (longer is msg_too_long) and its number of blocks.
+MAX_TEXT_CHARS = 40000
+MAX_BLOCKS = 50
 PERMALINK_BASE = "https://local.slack.test/archives"
 
 
@@ -81,9 +87,41 @@ class SlackMessage:
 
 
 class _ApiError(Exception):
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str, errors: list[str] | None = None) -> None:
         super().__init__(error)
         self.error = error
+        self.errors = errors  # Slack's details for invalid_blocks ("... [json-pointer:/blocks/0/text]")
+
+
+def _block_problems(blocks: list[Any]) -> list[str]:
+    """What Slack would refuse in `blocks`, checked with slack_sdk's own block models and limits, plus
+    the two rules they do not check: at most 50 blocks, and no empty text (Slack wants 1 character)."""
+    problems = []
+    if len(blocks) > MAX_BLOCKS:
+        problems.append(f"must be less than {MAX_BLOCKS + 1} items [json-pointer:/blocks]")
+    for index, raw in enumerate(blocks):
+        where = f"[json-pointer:/blocks/{index}]"
+        model = Block.parse(raw) if isinstance(raw, dict) else None
+        if model is None:
+            problems.append(f"unsupported type: {raw.get('type') if isinstance(raw, dict) else raw!r} {where}")
+            continue
+        try:
+            model.validate_json()
+        except SlackObjectFormationError as error:
+            problems.append(f"{error} {where}")
+            continue
+        text = raw.get("text")
+        if isinstance(text, dict) and not str(text.get("text") or "").strip():
+            problems.append(f"must be more than 0 characters [json-pointer:/blocks/{index}/text/text]")
+    return problems
+
+
+def _check_message(text: str, blocks: list[Any]) -> None:
+    if len(text) > MAX_TEXT_CHARS:
+        raise _ApiError("msg_too_long")
+    problems = _block_problems(blocks)
+    if problems:
+        raise _ApiError("invalid_blocks", problems)
 
 
 @dataclass
@@ -127,6 +165,10 @@ class SlackTwin:
         self.users = dict(users)
         # User groups (`S…` id -> member user ids), served by usergroups.users.list; tests edit it freely.
         self.usergroups: dict[str, list[str]] = {}
+        # Channels the bot has not joined: posting there is not_in_channel (unless the token has
+        # chat:write.public and the channel is public, i.e. its id starts with C). Tests edit it freely.
+        self.not_joined: set[str] = set()
+        self.scopes: str | None = None  # the token's scopes; None: the module's SCOPES
         self.host = host
         self.port = port
         self.on_message = on_message
@@ -326,6 +368,8 @@ class SlackTwin:
         text, blocks = _text_and_blocks(params)
         if not text and not blocks and not params.get("attachments"):
             raise _ApiError("no_text")
+        self._check_member(channel)
+        _check_message(text, blocks)
         thread_ts = str(params["thread_ts"]) if params.get("thread_ts") else None
         with self._cond:
             message = SlackMessage(channel, self._next_ts(), thread_ts, text, blocks, "message", None)
@@ -339,6 +383,8 @@ class SlackTwin:
         if not channel:
             raise _ApiError("channel_not_found")
         text, blocks = _text_and_blocks(params)
+        self._check_member(channel)
+        _check_message(text, blocks)
         with self._cond:
             message = self._find(channel, ts)
             if message is None:
@@ -369,6 +415,18 @@ class SlackTwin:
             self._state.messages.append(message)
         self._notify(message, "posted")
         return {"message_ts": message.ts}
+
+    @property
+    def granted_scopes(self) -> str:
+        """The scopes Slack reports for the bot token (`x-oauth-scopes`)."""
+        return self.scopes if self.scopes is not None else SCOPES
+
+    def _check_member(self, channel: str) -> None:
+        if channel not in self.not_joined:
+            return
+        if channel.startswith("C") and "chat:write.public" in self.granted_scopes.split(","):
+            return
+        raise _ApiError("not_in_channel")
 
     def _get_permalink(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = str(params.get("channel") or "")
@@ -419,7 +477,7 @@ class SlackTwin:
                 "is_channel": channel.startswith("C"),
                 "is_im": channel.startswith("D"),
                 "is_private": channel.startswith("G"),
-                "is_member": True,
+                "is_member": channel not in self.not_joined,
                 "is_archived": False,
             }
         }
@@ -608,11 +666,14 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             result = self.twin._call(method, params)
         except _ApiError as exc:
-            self._send(200, {"ok": False, "error": exc.error})
+            answer: dict[str, Any] = {"ok": False, "error": exc.error}
+            if exc.errors:
+                answer.update(errors=exc.errors, response_metadata={"messages": [f"[ERROR] {e}" for e in exc.errors]})
+            self._send(200, answer, {"x-oauth-scopes": self.twin.granted_scopes})
             return
         except Exception:
             log.exception("SlackTwin failed handling %s", method)
             self._send(500, {"ok": False, "error": "internal_error"})
             return
         # slack_sdk/bolt read the granted scopes from this header, like on every real Slack reply.
-        self._send(200, {"ok": True, **result}, {"x-oauth-scopes": SCOPES})
+        self._send(200, {"ok": True, **result}, {"x-oauth-scopes": self.twin.granted_scopes})
